@@ -1,0 +1,1 @@
+"""Lightning callbacks: Hugging Face export, TensorBoard completions and images, batch statistics."""

@@ -1,0 +1,1 @@
+"""Workarounds for library problems, one named module each (see README, "Workarounds")."""

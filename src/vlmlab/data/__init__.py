@@ -1,0 +1,1 @@
+"""Data sources, vision I/O, samplers and collators."""

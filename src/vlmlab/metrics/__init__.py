@@ -1,0 +1,1 @@
+"""torchmetrics for each task."""

@@ -1,0 +1,127 @@
+"""One loader for Qwen2.5-VL and Qwen3-VL: a local folder, a hub id in the local cache, or a tiny
+random-initialised model built offline (``tiny: true``)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft import PeftModel
+from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedModel, ProcessorMixin
+
+from vlmlab.models.lora import LoRASettings, apply_lora
+from vlmlab.models.processor import Family, offline_processor
+from vlmlab.models.tiny import tiny_config
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class BackboneSpec:
+    """What to load and how to train it; built from ``conf/model/*.yaml``.
+
+    family: ``qwen2_5_vl`` or ``qwen3_vl``.
+    name_or_path: local folder or hub id (looked up in the local cache only). Ignored when ``tiny``.
+    tiny: build a tiny random-initialised model of ``family`` (real vocabulary, toy widths), seeded
+        by ``init_seed`` so the same spec always gives the same weights.
+    lora: LoRA settings, or None for full fine-tuning.
+    freeze_vision: freeze the vision tower and its merger (full fine-tuning; LoRA freezes them anyway).
+    min_pixels / max_pixels: bounds of Qwen's smart resize for every image and video frame.
+    """
+
+    family: Family
+    name_or_path: str | None = None
+    tiny: bool = False
+    dtype: str = "bfloat16"
+    attn_implementation: str = "sdpa"
+    gradient_checkpointing: bool = False
+    freeze_vision: bool = True
+    lora: LoRASettings | None = None
+    min_pixels: int = 28 * 28
+    max_pixels: int = 256 * 28 * 28
+    init_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"model.dtype={self.dtype!r}; expected one of {sorted(DTYPES)}")
+        if not self.tiny and not self.name_or_path:
+            raise ValueError("model.name_or_path is required unless model.tiny=true")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    def load_processor(self) -> ProcessorMixin:
+        if self.tiny:
+            return offline_processor(self.family, self.min_pixels, self.max_pixels)
+        try:
+            processor = AutoProcessor.from_pretrained(
+                self.name_or_path,
+                local_files_only=True,
+                min_pixels=self.min_pixels,
+                max_pixels=self.max_pixels,
+            )
+        except OSError as error:
+            raise FileNotFoundError(_not_found(self.name_or_path)) from error
+        return processor
+
+    def load_base_model(self) -> PreTrainedModel:
+        """The backbone without adapters, frozen as configured."""
+        if self.tiny:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.init_seed)
+                model = AutoModelForImageTextToText.from_config(
+                    tiny_config(self.family),
+                    dtype=self.torch_dtype,
+                    attn_implementation=self.attn_implementation,
+                )
+        else:
+            try:
+                model = AutoModelForImageTextToText.from_pretrained(
+                    self.name_or_path,
+                    dtype=self.torch_dtype,
+                    attn_implementation=self.attn_implementation,
+                    local_files_only=True,
+                )
+            except OSError as error:
+                raise FileNotFoundError(_not_found(self.name_or_path)) from error
+        if self.freeze_vision:
+            for parameter in vision_tower(model).parameters():
+                parameter.requires_grad_(False)
+        return model
+
+    def load_model(self) -> PreTrainedModel | PeftModel:
+        """The trainable model: base (+ LoRA), with gradient checkpointing if configured."""
+        model = self.load_base_model()
+        if self.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_input_require_grads()
+        if self.lora is not None:
+            model = apply_lora(model, self.lora)
+        return model
+
+
+def vision_tower(model: PreTrainedModel | PeftModel) -> torch.nn.Module:
+    """The vision encoder and merger of a Qwen-VL model (``model.model.visual``)."""
+    if isinstance(model, PeftModel):
+        model = model.get_base_model()
+    return model.model.visual
+
+
+def _not_found(name_or_path: str | None) -> str:
+    where = "a local folder" if Path(str(name_or_path)).exists() else "not a local folder nor in the HF cache"
+    return (
+        f"Could not load model.name_or_path={name_or_path!r} ({where}); vlmlab never downloads. "
+        "Point it at a folder with config.json and weights, or use preset=tiny."
+    )
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total

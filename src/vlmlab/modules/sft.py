@@ -1,0 +1,171 @@
+"""Generation SFT: next-token loss on assistant tokens; validation by generation with task metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from peft import PeftModel
+from pytorch_lightning.loggers import TensorBoardLogger
+from transformers import ProcessorMixin
+
+from vlmlab.data.collate import VisionLanguageBatch
+from vlmlab.models.backbone import BackboneSpec, count_parameters
+from vlmlab.modules.generation import GenerationSettings, generate
+from vlmlab.modules.optim import OptimSettings, configure_adamw
+
+log = logging.getLogger(__name__)
+
+
+class SFTModule(pl.LightningModule):
+    """Supervised fine-tuning of a Qwen-VL backbone (LoRA or full).
+
+    backbone: what to load; the model is built here, the processor is shared with the collator.
+    metrics: task metrics (``update(predictions, targets)`` / ``compute()`` / ``reset()``) scored on
+        generations in validation and test, logged as ``{stage}/{metrics.group}/{name}``.
+    predictions_file: where ``test`` writes one JSON line per sample (evaluate.py sets it).
+    num_logged_completions: completions shown per validation as a TensorBoard text table.
+    Checkpoints hold only trainable parameters (adapters, or the unfrozen weights): the frozen base is
+    rebuilt from ``backbone`` on load, so a 7B LoRA checkpoint is megabytes, not gigabytes.
+    """
+
+    def __init__(
+        self,
+        backbone: BackboneSpec,
+        optim: OptimSettings,
+        generation: GenerationSettings,
+        metrics: torch.nn.Module | None = None,
+        processor: ProcessorMixin | None = None,
+        predictions_file: str | None = None,
+        num_logged_completions: int = 4,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["processor", "metrics"])
+        self.backbone = backbone
+        self.optim = optim
+        self.generation = generation
+        self.metrics = metrics
+        self.processor = processor if processor is not None else backbone.load_processor()
+        self.model = backbone.load_model()
+        self.predictions_file = predictions_file
+        self.num_logged_completions = num_logged_completions
+        self.strict_loading = False  # checkpoints hold trainable weights only; checked in on_load_checkpoint
+        self._completions: list[dict[str, Any]] = []
+        self._predictions: list[dict[str, Any]] = []
+        trainable, total = count_parameters(self.model)
+        log.info(
+            "backbone %s: %.2fM trainable of %.2fM parameters", backbone.family, trainable / 1e6, total / 1e6
+        )
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    def forward(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor | None = None) -> Any:
+        return self.model(**inputs, labels=labels)
+
+    def training_step(self, batch: VisionLanguageBatch, batch_idx: int) -> torch.Tensor | None:
+        loss = self(batch.inputs, batch.labels).loss
+        if not torch.isfinite(loss):
+            # Returning None makes Lightning skip backward and the optimizer step for this batch.
+            log.warning(
+                "non-finite loss %s at step %d (batch %s): step skipped",
+                loss.item(),
+                self.global_step,
+                batch.ids,
+            )
+            self.log("train/skipped_nonfinite", 1.0, on_step=True, reduce_fx="sum")
+            return None
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch))
+        self.log("train/tokens", (batch.labels != -100).sum().float(), on_step=True, reduce_fx="sum")
+        return loss
+
+    def _evaluate(self, batch: VisionLanguageBatch, stage: str) -> list[str]:
+        loss = self(batch.inputs, batch.labels).loss
+        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch), sync_dist=True)
+        _, predictions = generate(self.model, self.tokenizer, batch.prompt_inputs, self.generation)
+        if self.metrics is not None:
+            self.metrics.update(predictions, batch.targets)
+        for sample_id, prediction, answer, target in zip(
+            batch.ids, predictions, batch.answers, batch.targets, strict=True
+        ):
+            record = {"id": sample_id, "prediction": prediction, "answer": answer, "target": target}
+            if len(self._completions) < self.num_logged_completions:
+                self._completions.append(record)
+            if stage == "test":
+                self._predictions.append(record)
+        return predictions
+
+    def validation_step(self, batch: VisionLanguageBatch, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: VisionLanguageBatch, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def _log_metrics(self, stage: str) -> None:
+        if self.metrics is not None:
+            scores = self.metrics.compute()
+            self.log_dict({f"{stage}/{self.metrics.group}/{k}": v for k, v in scores.items()}, sync_dist=True)
+            self.metrics.reset()
+        if self._completions and isinstance(self.logger, TensorBoardLogger):
+            rows = ["| id | prediction | answer |", "|---|---|---|"]
+            rows += [
+                f"| {r['id']} | {_cell(r['prediction'])} | {_cell(r['answer'])} |" for r in self._completions
+            ]
+            self.logger.experiment.add_text(f"{stage}/completions", "\n".join(rows), self.global_step)
+        self._completions.clear()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+        if self.predictions_file:
+            path = Path(self.predictions_file)
+            if self.trainer.world_size > 1:
+                path = path.with_suffix(f".rank{self.global_rank}.jsonl")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("w") as handle:
+                for record in self._predictions:
+                    handle.write(json.dumps(record) + "\n")
+            log.info("wrote %d predictions to %s", len(self._predictions), path)
+        self._predictions.clear()
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        return configure_adamw(self.model, self.optim, int(self.trainer.estimated_stepping_batches))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        trainable = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        trainable = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
+        missing = sorted(trainable - set(checkpoint["state_dict"]))
+        if missing:
+            raise KeyError(
+                f"checkpoint lacks {len(missing)} trainable weight(s) of this model, e.g. {missing[:3]}: "
+                "was it trained with another model or LoRA config?"
+            )
+
+    def export_hf(self, out_dir: str | Path) -> Path:
+        """Save in Hugging Face format, loadable with transformers and peft alone.
+
+        LoRA: ``adapter_config.json`` + ``adapter_model.safetensors`` and the processor in ``out_dir``;
+        for a tiny random backbone (no folder to load it from) also its weights in ``out_dir/base``.
+        Full fine-tuning: the whole model and processor in ``out_dir``.
+        """
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(out)
+        self.processor.save_pretrained(out)
+        if isinstance(self.model, PeftModel) and self.backbone.tiny:
+            self.backbone.load_base_model().save_pretrained(out / "base")
+        return out
+
+
+def _cell(text: str | None) -> str:
+    return (text or "").replace("|", "\\|").replace("\n", " ")[:300]

@@ -1,0 +1,69 @@
+"""What train.py and evaluate.py do: instantiate the configured objects and run them."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Run:
+    datamodule: pl.LightningDataModule
+    module: pl.LightningModule
+    trainer: pl.Trainer
+
+
+def build(cfg: DictConfig, **module_overrides: Any) -> Run:
+    """Seed, then build processor, collator, datamodule, module, callbacks, loggers and trainer."""
+    pl.seed_everything(cfg.seed, workers=True)
+    backbone = instantiate(cfg.model, _convert_="all")
+    processor = backbone.load_processor()
+    # Runtime objects go in through partials: Hydra would turn a dataclass kwarg into a config node.
+    collator = instantiate(cfg.task.collator, _partial_=True, _convert_="all")(processor=processor)
+    datamodule = instantiate(cfg.data, _partial_=True, _convert_="all")(collator=collator)
+    module = instantiate(cfg.task.module, _partial_=True, _convert_="all")(
+        processor=processor, **module_overrides
+    )
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return Run(datamodule, module, trainer)
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit (and optionally test); returns ``cfg.optimized_metric`` for sweepers."""
+    run = build(cfg)
+    if cfg.get("train", True):
+        run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = {k: float(v) for k, v in run.trainer.callback_metrics.items()}
+    if cfg.get("test", False):
+        best = run.trainer.checkpoint_callback.best_model_path if run.trainer.checkpoint_callback else ""
+        run.trainer.test(run.module, datamodule=run.datamodule, ckpt_path=best or None)
+        metrics.update({k: float(v) for k, v in run.trainer.callback_metrics.items()})
+    log.info("final metrics: %s", metrics)
+    return metrics.get(cfg.get("optimized_metric") or "")
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Score ``cfg.ckpt_path`` on the test split: predictions.jsonl, metrics.json, TensorBoard."""
+    checkpoint = Path(cfg.ckpt_path)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path!r} is not a checkpoint file")
+    run = build(cfg, predictions_file=cfg.predictions_file)
+    results = run.trainer.test(run.module, datamodule=run.datamodule, ckpt_path=str(checkpoint))
+    metrics = {k: float(v) for k, v in results[0].items()} if results else {}
+    Path(cfg.metrics_file).parent.mkdir(parents=True, exist_ok=True)
+    Path(cfg.metrics_file).write_text(json.dumps(metrics, indent=2) + "\n")
+    log.info("metrics: %s -> %s", metrics, cfg.metrics_file)
+    return metrics

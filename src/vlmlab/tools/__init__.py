@@ -1,0 +1,1 @@
+"""Command-line tools: synthetic data writers and other utilities."""
