@@ -84,7 +84,9 @@ def vision_items(messages: list[dict[str, Any]]) -> tuple[list[Any], list[Any], 
                 videos.append(frames)
                 fps = float(item.get("fps", 1.0))
                 metadata.append(
-                    VideoMetadata(total_num_frames=len(frames), fps=fps, frames_indices=list(range(len(frames))))
+                    VideoMetadata(
+                        total_num_frames=len(frames), fps=fps, frames_indices=list(range(len(frames)))
+                    )
                 )
     return images, videos, metadata
 
@@ -101,7 +103,11 @@ class QwenVLCollator:
     max_length: int | None = None
 
     def encode(
-        self, conversations: list[list[dict[str, Any]]], add_generation_prompt: bool, padding_side: str, ids: list[str]
+        self,
+        conversations: list[list[dict[str, Any]]],
+        add_generation_prompt: bool,
+        padding_side: str,
+        ids: list[str],
     ) -> dict[str, torch.Tensor]:
         texts = self.processor.apply_chat_template(
             conversations, tokenize=False, add_generation_prompt=add_generation_prompt
@@ -126,6 +132,14 @@ class QwenVLCollator:
             too_long = [f"{i} ({n} tokens)" for i, n in zip(ids, lengths, strict=True) if n > self.max_length]
             raise ValueError(f"sequences longer than max_length={self.max_length}: {', '.join(too_long)}")
         return dict(encoded)
+
+    def train(self, samples: list[Sample]) -> VisionLanguageBatch:
+        """Collate a training batch (each method defines what it needs)."""
+        raise NotImplementedError
+
+    def eval(self, samples: list[Sample]) -> VisionLanguageBatch:
+        """Collate a validation / test batch."""
+        raise NotImplementedError
 
     def header_ids(self) -> tuple[list[int], int]:
         tokenizer = self.processor.tokenizer

@@ -22,8 +22,11 @@ from vlmlab.data.volume import VolumeError, VolumeFrames, load_volume
 VIDEO_PLACEHOLDER = "<video>"
 
 
-def check_row(row: Any, index: int, path: Path) -> list[DataProblem]:
-    """Every problem of one row of a seed-000 JSON list (structure, placeholders, volume files)."""
+def check_row(row: Any, index: int, path: Path, decode: bool = False) -> list[DataProblem]:
+    """Every problem of one row of a seed-000 JSON list (structure, placeholders, volume files).
+
+    decode: read every voxel (finite values) rather than only the file header (existence, rank).
+    """
     problems: list[DataProblem] = []
 
     def bad(field: str, problem: str) -> None:
@@ -54,12 +57,15 @@ def check_row(row: Any, index: int, path: Path) -> list[DataProblem]:
             bad(f"messages[{turn}].content", f"{VIDEO_PLACEHOLDER} is only allowed in a user turn")
         placeholders += count
     if placeholders != len(videos):
-        bad("messages", f"{placeholders} {VIDEO_PLACEHOLDER} placeholder(s) in user turns but {len(videos)} video(s)")
+        bad(
+            "messages",
+            f"{placeholders} {VIDEO_PLACEHOLDER} placeholder(s) in user turns but {len(videos)} video(s)",
+        )
     if not any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages):
         bad("messages", "no assistant turn (the report)")
     for k, video in enumerate(videos):
         try:
-            load_volume(resolve(video, path), header_only=True)
+            load_volume(resolve(video, path), header_only=not decode)
         except VolumeError as error:
             bad(f"videos[{k}]", str(error))
     return problems
@@ -103,20 +109,36 @@ def _split_answer(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [*messages[:last], messages[last]]
 
 
+def read_rows(path: Path) -> list[Any]:
+    """The JSON list of a seed-000 file, or a DataError naming the file and the line."""
+    if not path.is_file():
+        raise DataError.one(path, "-", "file", "annotation file not found")
+    try:
+        rows = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise DataError.one(path, f"line {error.lineno}", "json", error.msg) from error
+    if not isinstance(rows, list):
+        raise DataError.one(path, "-", "json", "expected a JSON list of samples")
+    return rows
+
+
+def validate_file(path: str | Path, decode: bool = True) -> list[DataProblem]:
+    """Every problem of a seed-000 JSON file (``python -m vlmlab.tools.validate ct_report PATH``)."""
+    path = Path(path)
+    try:
+        rows = read_rows(path)
+    except DataError as error:
+        return error.problems
+    return [p for i, row in enumerate(rows) for p in check_row(row, i, path, decode)]
+
+
 class CTReportDataset(Dataset):
-    """Rows of one seed-000 JSON file, checked at construction, decoded lazily."""
+    """Rows of one seed-000 JSON file, checked at construction (headers only), decoded lazily."""
 
     def __init__(self, path: str | Path, frames: VolumeFrames, on_bad_sample: OnBadSample = "raise"):
         self.path = Path(path)
         self.frames = frames
-        if not self.path.exists():
-            raise DataError.one(self.path, "-", "file", "annotation file not found")
-        try:
-            rows = json.loads(self.path.read_text())
-        except json.JSONDecodeError as error:
-            raise DataError.one(self.path, f"line {error.lineno}", "json", error.msg) from error
-        if not isinstance(rows, list):
-            raise DataError.one(self.path, "-", "json", "expected a JSON list of samples")
+        rows = read_rows(self.path)
         problems = [p for i, row in enumerate(rows) for p in check_row(row, i, self.path)]
         self.indices = keep_good_rows(list(range(len(rows))), problems, on_bad_sample, self.path)
         self.rows = rows
@@ -142,6 +164,6 @@ class CTReportDataModule(VisionLanguageDataModule):
         return CTReportDataset(path, self.frames, self.on_bad_sample)
 
     def write_synthetic(self, root: Path) -> None:
-        from vlmlab.tools.synth import write_ct_report
+        from vlmlab.data.synthetic.ct_report import write
 
-        write_ct_report(root, num_train=self.synth_cases)
+        write(root, num_train=self.synth_cases)

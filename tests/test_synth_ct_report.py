@@ -1,4 +1,4 @@
-"""Tests for vlmlab.tools.synth: layout, determinism, and reports that match the drawn volumes."""
+"""Tests for the synthetic ct_report writer and the synth CLI: layout, determinism, reports that match the volumes."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vlmlab.data.synthetic.ct_report import CT_REPORT_PROMPT, Lesion, describe_lesions
+from vlmlab.data.synthetic.ct_report import write as write_ct_report
 from vlmlab.data.volume import load_volume
-from vlmlab.tools.synth import CT_REPORT_PROMPT, Lesion, describe_lesions, main, write_ct_report
+from vlmlab.tools.synth import main
 
 WORDS = {"no": 0, "one": 1, "two": 2, "three": 3}
 BRIGHT = 128.0  # tissue ~N(40, 5), lesions ~N(220, 5): nothing else crosses this
@@ -194,7 +196,7 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ct_report", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 3
-    assert lines[0].startswith("train: 48 samples")
+    assert lines[0] == f"train: {tmp_path / 'train.json'}"
     assert len(load_split(tmp_path / "train.json")) == 48
 
     out = tmp_path / "opts"
