@@ -13,6 +13,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedM
 
 from vlmlab.models.lora import LoRASettings, apply_lora
 from vlmlab.models.processor import Family, offline_processor
+from vlmlab.models.temporal_tokens import InitStrategy, add_temporal_tokens, init_temporal_embeddings
 from vlmlab.models.tiny import tiny_config
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,9 @@ class BackboneSpec:
     lora: LoRA settings, or None for full fine-tuning.
     freeze_vision: freeze the vision tower and its merger (full fine-tuning; LoRA freezes them anyway).
     min_pixels / max_pixels: bounds of Qwen's smart resize for every image and video frame.
+    temporal_tokens: add ``<0>``..``<999>`` to the tokenizer (seed 001 ``use_temporal_tokens``), grow
+        the embeddings and initialise their rows by ``temporal_token_init``; with LoRA the input and
+        output embeddings are trained too (peft ``modules_to_save``), or the new rows never learn.
     """
 
     family: Family
@@ -44,6 +48,8 @@ class BackboneSpec:
     min_pixels: int = 28 * 28
     max_pixels: int = 256 * 28 * 28
     init_seed: int = 0
+    temporal_tokens: bool = False
+    temporal_token_init: InitStrategy = "sinusoidal"
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -57,16 +63,19 @@ class BackboneSpec:
 
     def load_processor(self) -> ProcessorMixin:
         if self.tiny:
-            return offline_processor(self.family, self.min_pixels, self.max_pixels)
-        try:
-            processor = AutoProcessor.from_pretrained(
-                self.name_or_path,
-                local_files_only=True,
-                min_pixels=self.min_pixels,
-                max_pixels=self.max_pixels,
-            )
-        except OSError as error:
-            raise FileNotFoundError(_not_found(self.name_or_path)) from error
+            processor = offline_processor(self.family, self.min_pixels, self.max_pixels)
+        else:
+            try:
+                processor = AutoProcessor.from_pretrained(
+                    self.name_or_path,
+                    local_files_only=True,
+                    min_pixels=self.min_pixels,
+                    max_pixels=self.max_pixels,
+                )
+            except OSError as error:
+                raise FileNotFoundError(_not_found(self.name_or_path)) from error
+        if self.temporal_tokens:
+            add_temporal_tokens(processor.tokenizer)
         return processor
 
     def load_base_model(self) -> PreTrainedModel:
@@ -89,6 +98,10 @@ class BackboneSpec:
                 )
             except OSError as error:
                 raise FileNotFoundError(_not_found(self.name_or_path)) from error
+        if self.temporal_tokens:
+            tokenizer = self.load_processor().tokenizer
+            ids = add_temporal_tokens(tokenizer)
+            init_temporal_embeddings(model, ids, self.temporal_token_init, vocab_size=len(tokenizer))
         if self.freeze_vision:
             for parameter in vision_tower(model).parameters():
                 parameter.requires_grad_(False)
@@ -101,7 +114,8 @@ class BackboneSpec:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.enable_input_require_grads()
         if self.lora is not None:
-            model = apply_lora(model, self.lora)
+            extra = ["embed_tokens", "lm_head"] if self.temporal_tokens else []
+            model = apply_lora(model, self.lora, modules_to_save=extra)
         return model
 
 

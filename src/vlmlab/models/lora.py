@@ -26,8 +26,9 @@ class LoRASettings:
     def target_regex(self) -> str:
         return LANGUAGE_MODEL_PATTERN.format(names="|".join(re.escape(n) for n in self.target_modules))
 
-    def to_peft_config(self) -> LoraConfig:
+    def to_peft_config(self, modules_to_save: list[str] | None = None) -> LoraConfig:
         return LoraConfig(
+            modules_to_save=modules_to_save or None,
             r=self.r,
             lora_alpha=self.alpha,
             lora_dropout=self.dropout,
@@ -37,9 +38,12 @@ class LoRASettings:
         )
 
 
-def apply_lora(model: PreTrainedModel, settings: LoRASettings) -> PeftModel:
-    """Wrap ``model`` with LoRA adapters; every other parameter is frozen by peft."""
-    peft_model = get_peft_model(model, settings.to_peft_config())
+def apply_lora(
+    model: PreTrainedModel, settings: LoRASettings, modules_to_save: list[str] | None = None
+) -> PeftModel:
+    """Wrap ``model`` with LoRA adapters; every other parameter is frozen by peft, except the modules
+    named in ``modules_to_save``, which are trained in full (e.g. embeddings of added tokens)."""
+    peft_model = get_peft_model(model, settings.to_peft_config(modules_to_save))
     if not any(p.requires_grad for p in peft_model.parameters()):
         raise ValueError(f"LoRA matched no module for target_modules={settings.target_modules}")
     return peft_model

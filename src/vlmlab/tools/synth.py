@@ -39,6 +39,15 @@ def _add_writer_options(parser: argparse.ArgumentParser, write: Callable[..., di
         default = param.default
         if isinstance(default, bool):
             parser.add_argument(flag, dest=name, default=default, action=argparse.BooleanOptionalAction)
+        elif isinstance(default, tuple):  # e.g. --shape 48 56 40
+            parser.add_argument(
+                flag,
+                dest=name,
+                type=type(default[0]),
+                nargs=len(default),
+                default=default,
+                help=f"default {default}",
+            )
         else:
             parser.add_argument(
                 flag, dest=name, type=type(default), default=default, help=f"default {default}"
@@ -60,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     write = writer(args.pop("format"))
-    for split, path in write(args.pop("out_dir"), **args).items():
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items() if k != "out_dir"}
+    for split, path in write(args["out_dir"], **options).items():
         print(f"{split}: {path}")
     return 0
 
