@@ -89,3 +89,34 @@ def test_sft_requires_answers(tiny_processors: dict) -> None:
     sample.answer = None
     with pytest.raises(ValueError, match="missing for: a"):
         SFTCollator(tiny_processors["qwen2_5_vl"]).train([sample])
+
+
+def test_prompt_collator_keeps_targets_and_left_pads(tiny_processors: dict) -> None:
+    from vlmlab.data.collate import PromptCollator
+
+    samples = [video_sample("a", "x"), video_sample("b", "y", frames=8)]
+    samples[0].target = {"timestamp": [1.0, 2.0]}
+    batch = PromptCollator(tiny_processors["qwen3_vl"]).train(samples)
+    assert batch.inputs is None and batch.labels is None
+    assert batch.targets[0] == {"timestamp": [1.0, 2.0]}
+    assert batch.prompt_inputs["attention_mask"][:, -1].all()
+    assert (
+        tiny_processors["qwen3_vl"]
+        .tokenizer.decode(batch.prompt_inputs["input_ids"][0])
+        .endswith("assistant\n")
+    )
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_classification_collator_returns_labels(side: str, tiny_processors: dict) -> None:
+    from vlmlab.data.collate import ClassificationCollator
+
+    samples = [video_sample("a", "x"), video_sample("b", "y", frames=8)]
+    samples[0].label, samples[1].label = 2, 0
+    batch = ClassificationCollator(tiny_processors["qwen2_5_vl"], padding_side=side).train(samples)
+    assert batch.class_labels.tolist() == [2, 0]
+    padded_row = batch.inputs["attention_mask"][0]
+    assert (padded_row[0] == 0) if side == "left" else (padded_row[-1] == 0)
+    samples[1].label = None
+    with pytest.raises(ValueError, match="missing for: b"):
+        ClassificationCollator(tiny_processors["qwen2_5_vl"]).train(samples)

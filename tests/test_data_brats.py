@@ -490,3 +490,21 @@ def test_config_composes_and_binds(tmp_path: Path, preset: str | None) -> None:
     OmegaConf.resolve(cfg)
     assert_targets_bind(cfg.data)
     assert cfg.data.root == str(tmp_path / "data" / ("synthetic/brats" if preset else "brats"))
+
+
+@pytest.mark.parametrize("layout", ["sequence", "tiled"])
+def test_frames_are_fitted_so_the_processor_keeps_them(layout: str, tiny_processors: dict) -> None:
+    """The model must see the frames the boxes were mapped to: no second resize by the processor."""
+    from vlmlab.data.brats import BratsRender, fit_render_to_processor
+    from vlmlab.data.coords import processor_frame_shape
+    from vlmlab.data.volume import VolumeFrames
+
+    processor = tiny_processors["qwen2_5_vl"]  # max_pixels 3136: a 224x224 frame would be shrunk
+    render = BratsRender(frames=VolumeFrames(num_frames=8, size=(224, 224)), layout=layout)
+    assert processor_frame_shape(processor, 32 if layout == "sequence" else 8, 224, 224) != (224, 224)
+    fitted = fit_render_to_processor(render, processor)
+    geometry = fitted.geometry((8, *fitted.frames.size), 4)
+    assert (
+        processor_frame_shape(processor, geometry.total_frames, *geometry.frame_shape) == geometry.frame_shape
+    )
+    assert fit_render_to_processor(fitted, processor) is fitted  # already a fixed point

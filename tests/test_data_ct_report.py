@@ -110,7 +110,7 @@ def test_bad_input_names_file_row_and_field(case: str, tmp_path: Path) -> None:
 
 def test_empty_dataset_and_missing_or_broken_files(tmp_path: Path) -> None:
     module = CTReportDataModule(frames=FRAMES, root=str(write_dataset(tmp_path, []).parent), val_file=None)
-    with pytest.raises(DataError, match=r"train.json:-: rows: the dataset is empty"):
+    with pytest.raises(DataError, match=r"train.json:-: rows: the train split is empty"):
         module.setup("fit")
     with pytest.raises(DataError, match=r"nope.json:-: file: annotation file not found"):
         CTReportDataset(tmp_path / "nope.json", FRAMES)
@@ -156,3 +156,34 @@ def test_datamodule_writes_synthetic_data_on_first_use(tmp_path: Path) -> None:
     module.setup("fit")
     assert len(module.datasets["train"]) == 4 and isinstance(module.datasets["val"][0], Sample)
     assert validate_file(tmp_path / "synthetic" / "train.json") == []
+
+
+def test_duration_batching_packs_training_batches_by_estimated_vision_tokens(
+    tmp_path: Path, tiny_processors
+) -> None:
+    from vlmlab.data.collate import SFTCollator
+    from vlmlab.data.sampler import DurationBucketSampler, estimate_vision_tokens
+
+    volumes = {f"v{i}.npy": good_volume(t) for i, t in enumerate([4, 8, 12, 16, 20, 24])}
+    path = write_dataset(tmp_path, [row(i) for i in range(6)], volumes)
+    frames = VolumeFrames(num_frames=None, size=(56, 56))
+    module = CTReportDataModule(
+        frames=frames,
+        root=str(path.parent),
+        val_file=None,
+        test_file=None,
+        collator=SFTCollator(tiny_processors["qwen2_5_vl"]),
+        duration_batching={"target_batch_duration": 80, "shuffle": False},
+    )
+    module.setup("fit")
+    # 56x56 frames are 2x2 merged patches = 4 tokens per temporal pair of frames: T=4 -> 8 tokens ... T=24 -> 48
+    assert module.sample_costs("train") == [estimate_vision_tokens(t, 56, 56) for t in (4, 8, 12, 16, 20, 24)]
+    assert module.sample_costs("train") == [8.0, 16.0, 24.0, 32.0, 40.0, 48.0]
+    loader = module.train_dataloader()
+    assert isinstance(loader.batch_sampler, DurationBucketSampler)
+    # greedy in ascending cost under 80 tokens: [8,16,24,32] = 80, [40], [48]
+    assert [batch.ids for batch in loader] == [
+        ["case_0", "case_1", "case_2", "case_3"],
+        ["case_4"],
+        ["case_5"],
+    ]

@@ -61,7 +61,7 @@ def test_demo_halves_the_loss_and_logs_validation_metrics(demo_run: tuple[Path, 
     checkpoints = run_dir / "checkpoints"
     assert (checkpoints / "last.ckpt").exists()
     assert (checkpoints / "hf" / "config.json").exists() and (
-        checkpoints / "hf" / "preprocessor_config.json"
+        checkpoints / "hf" / "processor_config.json"
     ).exists()
 
 

@@ -106,7 +106,7 @@ def test_checkpoint_reloads_to_identical_logits_and_holds_only_trainable_weights
     fit.fit(module, datamodule=data)
     path = tmp_path / "final.ckpt"
     fit.save_checkpoint(path)
-    saved = torch.load(path, weights_only=False)["state_dict"]
+    saved = torch.load(path, weights_only=True)["state_dict"]
     assert saved and all("lora_" in k for k in saved)
 
     batch = data.collator.train([data.datasets["train"][0]])
@@ -114,8 +114,8 @@ def test_checkpoint_reloads_to_identical_logits_and_holds_only_trainable_weights
     with torch.no_grad():
         expected = module(batch.inputs).logits
         fresh = make_module("qwen2_5_vl")
-        fresh.load_state_dict(torch.load(path, weights_only=False)["state_dict"], strict=False)
-        fresh.on_load_checkpoint(torch.load(path, weights_only=False))
+        fresh.load_state_dict(torch.load(path, weights_only=True)["state_dict"], strict=False)
+        fresh.on_load_checkpoint(torch.load(path, weights_only=True))
         fresh.eval()
         assert torch.equal(fresh(batch.inputs).logits, expected)
 
@@ -131,7 +131,7 @@ def test_checkpoint_reloads_to_identical_logits_and_holds_only_trainable_weights
         GenerationSettings(),
     )
     with pytest.raises(KeyError, match="lacks"):
-        other.on_load_checkpoint(torch.load(path, weights_only=False))
+        other.on_load_checkpoint(torch.load(path, weights_only=True))
 
 
 @pytest.mark.slow

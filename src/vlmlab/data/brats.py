@@ -51,18 +51,19 @@ import dataclasses
 import json
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from vlmlab.data.base import OnBadSample, Split, VisionLanguageDataModule, keep_good_rows
 from vlmlab.data.coords import (
     FrameGeometry,
     Layout,
+    fit_tile_size,
     layout_frames,
     nearest_frame,
     outer_int_box,
@@ -72,6 +73,7 @@ from vlmlab.data.coords import (
 )
 from vlmlab.data.errors import DataError, DataProblem
 from vlmlab.data.sample import Sample
+from vlmlab.data.sampler import estimate_vision_tokens
 from vlmlab.data.volume import VolumeFrames, VolumeWindow
 
 log = logging.getLogger(__name__)
@@ -916,8 +918,29 @@ class BratsDataset(Dataset):
     def __getitem__(self, i: int) -> Sample:
         return self.cases[i].sample(self.source.name, self.render)
 
+    def sample_costs(self) -> list[float]:
+        """Estimated vision tokens per case, an upper bound from the render settings: every
+        modality's ``num_frames`` frames at ``size`` (tiling moves pixels, it does not add any)."""
+        frames = self.render.frames
+        h, w = frames.size if frames.size is not None else (224, 224)
+        per_modality = frames.num_frames or 32
+        return [float(estimate_vision_tokens(per_modality * len(case.modalities), h, w)) for case in self.cases]
+
 
 # ---------------------------------------------------------------------------- datamodule
+
+
+def fit_render_to_processor(render: BratsRender, processor: Any, num_modalities: int = 4) -> BratsRender:
+    """``render`` with a frame size the processor keeps unchanged, so boxes mapped to our frames are
+    the coordinates the model sees (e.g. ``preset=tiny`` bounds frames to 56x56 pixels)."""
+    frames = render.frames
+    size = tuple(frames.size) if frames.size is not None else (224, 224)
+    geometry = render.geometry((frames.num_frames or 32, *size), num_modalities)
+    tile = fit_tile_size(processor, geometry)
+    if tile == size:
+        return render
+    log.info("frames resized from %sx%s to %sx%s so that the processor keeps them as they are", *size, *tile)
+    return replace(render, frames=replace(frames, size=tile))
 
 
 class BratsDataModule(VisionLanguageDataModule):
@@ -977,35 +1000,18 @@ class BratsDataModule(VisionLanguageDataModule):
         parts = [BratsDataset(s, self.source_path(s), self.render, self.on_bad_sample) for s in sources]
         return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
-    def _loader(self, split: Split, batch_size: int, shuffle: bool, collate: Callable) -> DataLoader:
-        if split not in self.datasets:
-            raise RuntimeError(f"no {split} split: set data.{split}_sources (and call setup)")
-        return super()._loader(split, batch_size, shuffle, collate)
+    def missing_split_hint(self, split: Split) -> str:
+        return f"set data.{split}_sources"
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.datasets and self.collator is not None:
+            self.render = fit_render_to_processor(self.render, self.collator.processor)
+        super().setup(stage)
+
+    def has_data(self) -> bool:
+        return all(self.source_path(s).exists() for split in self.sources.values() for s in split)
 
     def write_synthetic(self, root: Path) -> None:
         from vlmlab.data.synthetic.brats import write
 
         write(root, num_train=self.synth_cases)
-
-    def prepare_data(self) -> None:
-        missing = [s for split in self.sources.values() for s in split if not self.source_path(s).exists()]
-        if self.synthesize and missing:
-            log.info("writing a synthetic BraTS dataset to %s", self.root)
-            self.write_synthetic(self.root)
-
-    def setup(self, stage: str | None = None) -> None:
-        wanted: list[Split] = {
-            "fit": ["train", "val"],
-            "validate": ["val"],
-            "test": ["test"],
-            "predict": ["test"],
-        }.get(stage or "fit", ["train", "val", "test"])
-        for split in wanted:
-            if split in self.datasets:
-                continue
-            dataset = self.build_split(split)
-            if dataset is None:
-                continue
-            if len(dataset) == 0:
-                raise DataError.one(self.split_path(split), "-", "cases", f"the {split} split is empty")
-            self.datasets[split] = dataset

@@ -178,3 +178,60 @@ class SFTCollator(QwenVLCollator):
             [s.messages for s in samples], add_generation_prompt=True, padding_side="left", ids=batch.ids
         )
         return batch
+
+
+@dataclass
+class PromptCollator(QwenVLCollator):
+    """GRPO: prompts alone with the generation prompt, left-padded; ``target`` is kept for rewards."""
+
+    def _prompts(self, samples: list[Sample]) -> VisionLanguageBatch:
+        ids = [s.id for s in samples]
+        return VisionLanguageBatch(
+            ids=ids,
+            prompt_inputs=self.encode(
+                [s.messages for s in samples], add_generation_prompt=True, padding_side="left", ids=ids
+            ),
+            answers=[s.answer for s in samples],
+            targets=[s.target for s in samples],
+            metadata=[s.metadata for s in samples],
+        )
+
+    def train(self, samples: list[Sample]) -> VisionLanguageBatch:
+        return self._prompts(samples)
+
+    def eval(self, samples: list[Sample]) -> VisionLanguageBatch:
+        return self._prompts(samples)
+
+
+@dataclass
+class ClassificationCollator(QwenVLCollator):
+    """Reward classification (seed 002): the prompt turns alone, no generation prompt, and class labels.
+
+    padding_side: either works; the classifier pools the last non-padding token whatever the side.
+    """
+
+    padding_side: str = "right"
+
+    def train(self, samples: list[Sample]) -> VisionLanguageBatch:
+        ids = [s.id for s in samples]
+        missing = [s.id for s in samples if s.label is None]
+        if missing:
+            raise ValueError(
+                f"classification needs a label for every sample; missing for: {', '.join(missing)}"
+            )
+        inputs = self.encode(
+            [s.messages for s in samples],
+            add_generation_prompt=False,
+            padding_side=self.padding_side,
+            ids=ids,
+        )
+        return VisionLanguageBatch(
+            ids=ids,
+            inputs=inputs,
+            class_labels=torch.tensor([s.label for s in samples], dtype=torch.long),
+            targets=[s.target for s in samples],
+            metadata=[s.metadata for s in samples],
+        )
+
+    def eval(self, samples: list[Sample]) -> VisionLanguageBatch:
+        return self.train(samples)

@@ -383,3 +383,43 @@ def split_frames(video: np.ndarray, geometry: FrameGeometry) -> list[np.ndarray]
         x, y, z = (int(v) for v in geometry.offsets(m))
         out.append(video[z : z + f, y : y + h, x : x + w])
     return out
+
+
+def processor_frame_shape(processor: Any, num_frames: int, height: int, width: int) -> tuple[int, int]:
+    """The (height, width) the processor turns ``num_frames`` frames of ``height x width`` into.
+
+    Asks the processor itself (a dummy black video), so its own smart resize, pixel budget and
+    patch rounding decide; nothing of it is re-implemented here.
+    """
+    from transformers.video_utils import VideoMetadata
+
+    video = np.zeros((num_frames, height, width, 3), dtype=np.uint8)
+    metadata = VideoMetadata(total_num_frames=num_frames, fps=1.0, frames_indices=list(range(num_frames)))
+    out = processor.video_processor(
+        videos=[video], do_sample_frames=False, video_metadata=[metadata], return_tensors="pt"
+    )
+    _, grid_h, grid_w = (int(v) for v in out["video_grid_thw"][0])
+    patch = int(processor.video_processor.patch_size)
+    return grid_h * patch, grid_w * patch
+
+
+def fit_tile_size(
+    processor: Any, geometry: FrameGeometry, max_rounds: int = 4
+) -> tuple[int, int]:
+    """A tile size whose frames the processor keeps exactly as they are (a fixed point).
+
+    Boxes are mapped to our frame pixels; if the processor rescaled the frames again the model
+    would see other coordinates (the coordinate bug of seed 003). Starting from the geometry's tile,
+    take the processor's output shape, divide it by the tiling grid, and repeat until unchanged.
+    """
+    rows, cols = geometry.grid or (1, 1)
+    tile_h, tile_w = geometry.tile_size
+    for _ in range(max_rounds):
+        out_h, out_w = processor_frame_shape(processor, geometry.total_frames, rows * tile_h, cols * tile_w)
+        if (out_h, out_w) == (rows * tile_h, cols * tile_w):
+            return tile_h, tile_w
+        tile_h, tile_w = max(1, out_h // rows), max(1, out_w // cols)
+    raise ValueError(
+        f"no frame size of a {rows}x{cols} grid survives the processor unchanged (last tile {tile_h}x{tile_w}): "
+        "set data.frames.size to a multiple of the processor's patch x merge size within its pixel budget"
+    )

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from vlmlab.data.base import OnBadSample, VisionLanguageDataModule, keep_good_rows
 from vlmlab.data.errors import DataError, DataProblem
 from vlmlab.data.sample import Sample
+from vlmlab.data.sampler import estimate_vision_tokens
 from vlmlab.data.volume import VolumeError, VolumeFrames, load_volume
 
 VIDEO_PLACEHOLDER = "<video>"
@@ -146,6 +147,19 @@ class CTReportDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def sample_costs(self) -> list[float]:
+        """Estimated vision tokens of each kept row (frames x resolution, from the volume headers)."""
+        costs = []
+        for index in self.indices:
+            tokens = 0
+            for video in self.rows[index].get("videos", []):
+                slices, height, width = load_volume(resolve(video, self.path), header_only=True).shape
+                frames = slices if self.frames.num_frames is None else min(slices, self.frames.num_frames)
+                h, w = self.frames.size if self.frames.size is not None else (height, width)
+                tokens += estimate_vision_tokens(frames, h, w)
+            costs.append(float(tokens))
+        return costs
 
     def __getitem__(self, i: int) -> Sample:
         index = self.indices[i]

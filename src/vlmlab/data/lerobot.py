@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ import PIL.Image
 import torch
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
 from lerobot.datasets.utils import load_episodes
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from vlmlab.data.base import OnBadSample, Split, VisionLanguageDataModule, keep_good_rows
 from vlmlab.data.collate import QwenVLCollator
@@ -459,6 +459,10 @@ class LeRobotRewardDataset(Dataset):
         subset.positions = [pos for pos in self.positions if self.frames.episode(pos) in wanted]
         return subset
 
+    def sample_costs(self) -> list[float]:
+        """Batching cost of each frame: the number of camera images it shows (all the same)."""
+        return [float(len(self.frames.cameras))] * len(self)
+
     def __len__(self) -> int:
         return len(self.positions)
 
@@ -616,10 +620,8 @@ class LeRobotRewardDataModule(VisionLanguageDataModule):
 
         write(root, num_episodes=self.synth_episodes, video=self.synth_video)
 
-    def prepare_data(self) -> None:
-        if self.synthesize and not (self.root / "meta" / "info.json").is_file():
-            log.info("writing a synthetic LeRobot dataset to %s", self.root)
-            self.write_synthetic(self.root)
+    def has_data(self) -> bool:
+        return (self.root / "meta" / "info.json").is_file()
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -641,12 +643,8 @@ class LeRobotRewardDataModule(VisionLanguageDataModule):
             *(len(self.split_episodes[s]) for s in ("train", "val", "test")),
         )
 
-    def _loader(self, split: Split, batch_size: int, shuffle: bool, collate: Callable) -> DataLoader:
-        if split not in self.datasets:
-            raise RuntimeError(
-                f"no {split} split: set data.{split}_episodes (a fraction or a list of episodes)"
-            )
-        return super()._loader(split, batch_size, shuffle, collate)
+    def missing_split_hint(self, split: Split) -> str:
+        return f"set data.{split}_episodes (a fraction or a list of episodes)"
 
 
 def _plain(spec: Any) -> Sequence[int] | float | None:

@@ -513,6 +513,12 @@ class MCQADataset(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
+    def sample_costs(self) -> list[float]:
+        """Batching cost of each sample: the number of images it shows. The processor bounds every
+        image by ``max_pixels``, so each costs at most the same number of vision tokens."""
+        counts = {(source, index): len(record["images"] or []) for source, index, record in self.table.summaries()}
+        return [float(min(counts[key], self.max_images or counts[key])) for key in self.index]
+
     def __getitem__(self, i: int) -> Sample:
         s, row = self.index[i]
         source = self.table.sources[s][0]
@@ -539,12 +545,10 @@ class MCQADataModule(VisionLanguageDataModule):
         self.max_images = max_images
         self.synth_rows = synth_rows
 
-    def prepare_data(self) -> None:
+    def has_data(self) -> bool:
         # Split files may be globs or folders: "present" means that something matches.
         train = self.split_path("train")
-        if self.synthesize and train is not None and not find_sources(train):
-            log.info("writing a synthetic dataset to %s", self.root)
-            self.write_synthetic(self.root)
+        return train is None or bool(find_sources(train))
 
     def build_dataset(self, path: Path) -> MCQADataset:
         return MCQADataset(path, self.max_images, self.on_bad_sample)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -44,9 +45,31 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-__all__ = ["DurationBucketSampler", "estimate_vision_tokens", "pack_by_duration", "qwen_resized_size"]
+__all__ = [
+    "DurationBatching",
+    "DurationBucketSampler",
+    "estimate_vision_tokens",
+    "pack_by_duration",
+    "qwen_resized_size",
+]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DurationBatching:
+    """``data.duration_batching``: the sampler's settings (seed 001 ``duration_batching:``).
+
+    The per-sample cost comes from the data source: seconds of video for video sources, estimated
+    vision tokens for volumes and images (so ``target_batch_duration`` is then a token budget).
+    """
+
+    target_batch_duration: float
+    max_batch_size: int | None = None
+    min_batch_size: int = 1
+    drop_last: bool = False
+    shuffle: bool = True
+    seed: int = 0
 
 
 def pack_by_duration(

@@ -445,6 +445,10 @@ class VTGDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
+    def sample_costs(self) -> list[float]:
+        """Batching cost of each sample: its clip duration in seconds (seed 001 duration batching)."""
+        return self.durations()
+
     def durations(self) -> list[float]:
         """Clip duration (seconds) of every item, in index order (for duration bucketing)."""
         return [float(row["duration"]) for _, row in self.rows]
@@ -540,11 +544,8 @@ class VTGDataModule(VisionLanguageDataModule):
     def durations(self, split: Split) -> list[float]:
         """Clip durations of ``split`` in dataset order (builds the split if ``setup`` has not)."""
         if split not in self.datasets:
-            path = self.split_path(split)
-            if path is None:
-                raise RuntimeError(f"no {split} split: set data.{split}_file")
-            self.datasets[split] = self.build_dataset(path)
-        return self.datasets[split].durations()
+            self.setup({"train": "fit", "val": "validate", "test": "test"}[split])
+        return self.sample_costs(split)
 
     def write_synthetic(self, root: Path) -> None:
         from vlmlab.data.synthetic.vtg import write

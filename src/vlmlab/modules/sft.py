@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,10 @@ class SFTModule(pl.LightningModule):
         num_logged_completions: int = 4,
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["processor", "metrics"])
+        # Plain dicts: checkpoints must load with torch.load(weights_only=True), which refuses classes.
+        self.save_hyperparameters(
+            {"backbone": asdict(backbone), "optim": asdict(optim), "generation": asdict(generation)}
+        )
         self.backbone = backbone
         self.optim = optim
         self.generation = generation
