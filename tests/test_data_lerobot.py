@@ -481,3 +481,31 @@ def test_synth_cli_and_hydra_config(tmp_path: Path, capsys: pytest.CaptureFixtur
     dm.prepare_data()
     dm.setup("fit")
     assert dm.num_classes == 4 and len(dm.datasets["train"]) == 8 * 2  # 4 episodes: 1 val, 1 test
+
+
+def test_predict_dataloader_yields_chosen_episodes_in_frame_order(synthetic_root: Path) -> None:
+    dm = LeRobotRewardDataModule(
+        str(synthetic_root), collator=ListCollator(), eval_batch_size=5, predict_episodes=[7, 2]
+    )
+    dm.setup("predict")
+    frames = [
+        (s.metadata["episode_index"], s.metadata["frame_index"]) for b in dm.predict_dataloader() for s in b
+    ]
+    assert frames == [(e, f) for e in (2, 7) for f in range(8)]  # every frame, episode by episode, in order
+    default = LeRobotRewardDataModule(str(synthetic_root), collator=ListCollator(), eval_batch_size=64)
+    default.setup("predict")
+    (batch,) = default.predict_dataloader()  # none chosen: the test episodes
+    assert sorted({s.metadata["episode_index"] for s in batch}) == default.split_episodes["test"]
+    bucketed = LeRobotRewardDataModule(
+        str(synthetic_root),
+        collator=ListCollator(),
+        test_episodes=None,
+        duration_batching={"target_batch_duration": 6.0, "max_batch_size": 4},  # 3 cameras a frame: 2 frames
+    )
+    bucketed.setup("fit")
+    assert {len(b) for b in bucketed.train_dataloader()} == {2}
+    with pytest.raises(RuntimeError, match=r"data\.predict_episodes"):
+        bucketed.predict_dataloader()
+    unknown = LeRobotRewardDataModule(str(synthetic_root), collator=ListCollator(), predict_episodes=[3, 12])
+    with pytest.raises(ValueError, match=r"data\.predict_episodes: episodes \[12\]"):
+        unknown.setup("predict")

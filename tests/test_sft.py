@@ -160,3 +160,23 @@ def test_non_finite_loss_is_never_applied(ct_data: Path, tmp_path: Path) -> None
     batch = data.collator.train([data.datasets["train"][0]])
     module.forward = lambda inputs, labels=None: type("Out", (), {"loss": torch.tensor(float("nan"))})()
     assert module.training_step(batch, 0) is None  # Lightning skips backward and the step
+
+
+@pytest.mark.slow
+def test_init_from_starts_a_new_run_from_a_checkpoint(ct_data: Path, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    module = make_module("qwen2_5_vl")
+    fit = trainer(tmp_path, enable_checkpointing=False, max_steps=2, limit_val_batches=0)
+    fit.fit(module, datamodule=make_data(ct_data, module))
+    path = tmp_path / "sft.ckpt"
+    fit.save_checkpoint(path)
+    started = replace(module.backbone, init_from=str(path)).load_model()
+    trained = dict(module.model.named_parameters())
+    for name, parameter in started.named_parameters():
+        assert torch.equal(parameter, trained[name]), name
+    other = replace(
+        module.backbone, lora=LoRASettings(r=4, target_modules=["gate_proj"]), init_from=str(path)
+    )
+    with pytest.raises(KeyError, match="same model config"):
+        other.load_model()

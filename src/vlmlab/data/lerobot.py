@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,13 @@ import PIL.Image
 import torch
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
 from lerobot.datasets.utils import load_episodes
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from vlmlab.data.base import OnBadSample, Split, VisionLanguageDataModule, keep_good_rows
 from vlmlab.data.collate import QwenVLCollator
 from vlmlab.data.errors import DataError, DataProblem
 from vlmlab.data.sample import Sample
+from vlmlab.data.sampler import DurationBatching
 
 log = logging.getLogger(__name__)
 
@@ -459,6 +460,15 @@ class LeRobotRewardDataset(Dataset):
         subset.positions = [pos for pos in self.positions if self.frames.episode(pos) in wanted]
         return subset
 
+    def in_frame_order(self) -> LeRobotRewardDataset:
+        """The same frames sorted by (episode, frame index): how predictions are read along an episode."""
+        ordered = copy.copy(self)
+        ordered.positions = sorted(
+            self.positions,
+            key=lambda pos: (self.frames.episode(pos), int(self.frames.columns["frame_index"][pos])),
+        )
+        return ordered
+
     def sample_costs(self) -> list[float]:
         """Batching cost of each frame: the number of camera images it shows (all the same)."""
         return [float(len(self.frames.cameras))] * len(self)
@@ -565,6 +575,10 @@ class LeRobotRewardDataModule(VisionLanguageDataModule):
     gives each split the frames of its episodes. ``num_classes`` is set after ``setup`` (inferred
     from ``reward_bins`` when not configured). ``prepare_data`` writes the synthetic dataset when
     ``synthesize`` is on and ``root`` has no ``meta/info.json``.
+
+    duration_batching: as :class:`VisionLanguageDataModule` (every frame costs its camera count).
+    predict_episodes: episodes (of any split) whose every usable frame ``predict_dataloader`` yields
+    in frame order, for per-episode reward curves; None: the test episodes.
     """
 
     def __init__(
@@ -584,6 +598,8 @@ class LeRobotRewardDataModule(VisionLanguageDataModule):
         synth_episodes: int = 12,
         synth_video: bool = False,
         on_bad_sample: OnBadSample = "raise",
+        predict_episodes: Sequence[int] | None = None,
+        duration_batching: DurationBatching | Mapping[str, Any] | None = None,
     ):
         super().__init__(
             root=root,
@@ -596,6 +612,7 @@ class LeRobotRewardDataModule(VisionLanguageDataModule):
             num_workers=num_workers,
             synthesize=synthesize,
             on_bad_sample=on_bad_sample,
+            duration_batching=duration_batching,
         )
         self.repo_id = repo_id
         self.cameras = tuple(cameras)
@@ -608,6 +625,8 @@ class LeRobotRewardDataModule(VisionLanguageDataModule):
         self.synth_episodes = synth_episodes
         self.synth_video = synth_video
         self.split_episodes: dict[Split, list[int]] = {}
+        self.predict_episodes = None if predict_episodes is None else [int(e) for e in predict_episodes]
+        self.predict_dataset: LeRobotRewardDataset | None = None
 
     def build_dataset(self, path: Path) -> LeRobotRewardDataset:
         """Every episode of the dataset folder ``path``."""
@@ -636,6 +655,15 @@ class LeRobotRewardDataModule(VisionLanguageDataModule):
         for split, episodes in self.split_episodes.items():
             if episodes:
                 self.datasets[split] = full.select_episodes(episodes)
+        predict = self.split_episodes["test"] if self.predict_episodes is None else self.predict_episodes
+        unknown = sorted(set(predict) - set(full.episode_indices))
+        if unknown:
+            raise ValueError(
+                f"data.predict_episodes: episodes {unknown} have no usable frame in {self.root} "
+                f"(episodes {full.episode_indices[0]}..{full.episode_indices[-1]})"
+            )
+        if predict:
+            self.predict_dataset = full.select_episodes(predict).in_frame_order()
         log.info(
             "%s: %d classes; episodes train %d, val %d, test %d",
             self.root,
@@ -645,6 +673,20 @@ class LeRobotRewardDataModule(VisionLanguageDataModule):
 
     def missing_split_hint(self, split: Split) -> str:
         return f"set data.{split}_episodes (a fraction or a list of episodes)"
+
+    def predict_dataloader(self) -> DataLoader:
+        """Every usable frame of ``predict_episodes`` (default: the test episodes), episode by episode
+        in frame order, never shuffled."""
+        if self.predict_dataset is None:
+            raise RuntimeError("no episodes to predict: set data.predict_episodes (or data.test_episodes)")
+        return DataLoader(
+            self.predict_dataset,
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            collate_fn=self._collator().eval,
+            persistent_workers=self.num_workers > 0,
+        )
 
 
 def _plain(spec: Any) -> Sequence[int] | float | None:

@@ -32,6 +32,9 @@ class BackboneSpec:
     lora: LoRA settings, or None for full fine-tuning.
     freeze_vision: freeze the vision tower and its merger (full fine-tuning; LoRA freezes them anyway).
     min_pixels / max_pixels: bounds of Qwen's smart resize for every image and video frame.
+    init_from: a Lightning checkpoint of an earlier vlmlab run (e.g. SFT before GRPO) whose weights
+        (adapters, or the trained weights in full fine-tuning) initialise this model; the run's
+        model config must match (same family, LoRA settings and freezing).
     temporal_tokens: add ``<0>``..``<999>`` to the tokenizer (seed 001 ``use_temporal_tokens``), grow
         the embeddings and initialise their rows by ``temporal_token_init``; with LoRA the input and
         output embeddings are trained too (peft ``modules_to_save``), or the new rows never learn.
@@ -50,6 +53,7 @@ class BackboneSpec:
     init_seed: int = 0
     temporal_tokens: bool = False
     temporal_token_init: InitStrategy = "sinusoidal"
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -116,6 +120,8 @@ class BackboneSpec:
         if self.lora is not None:
             extra = ["embed_tokens", "lm_head"] if self.temporal_tokens else []
             model = apply_lora(model, self.lora, modules_to_save=extra)
+        if self.init_from:
+            load_trained_weights(model, self.init_from)
         return model
 
 
@@ -139,3 +145,24 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, total
+
+
+def load_trained_weights(model: torch.nn.Module, checkpoint: str | Path) -> None:
+    """Copy the weights a vlmlab Lightning checkpoint holds (its module's ``model.*`` entries: the
+    trainable weights of that run) into ``model``. Every checkpoint entry must find its parameter."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"model.init_from={str(checkpoint)!r} is not a checkpoint file")
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    own = dict(model.named_parameters())
+    unknown = sorted(set(weights) - set(own))
+    if not weights or unknown:
+        raise KeyError(
+            f"{path}: {len(unknown)} of {len(weights)} weights have no parameter in this model (e.g. {unknown[:2]}): "
+            "model.init_from needs the same model config (family, LoRA, freezing) as the run that wrote it"
+        )
+    with torch.no_grad():
+        for name, value in weights.items():
+            own[name].copy_(value)
+    log.info("initialised %d weight tensors from %s", len(weights), path)

@@ -1,0 +1,380 @@
+"""GRPO with rollouts inside the LightningModule (DESIGN.md, "Methods").
+
+One ``training_step`` = one optimizer micro-step on one batch of prompts:
+
+1. vision: with a frozen vision tower the prompts' images/videos are encoded once
+   (:func:`vlmlab.models.vision.encode_media`) and reused by every pass below;
+2. rollouts: G sampled completions per prompt with ``generate`` (eval mode, KV cache, ZeRO-3 synced
+   GPUs when sharded), masked after the first EOS;
+3. rewards from the configured :class:`vlmlab.rewards.compose.Reward`, group-relative advantages;
+4. the clipped policy loss with a k3 KL term against the reference model (LoRA: the same backbone
+   with adapters disabled; full fine-tuning: a frozen copy of the initial weights).
+
+The maths is in :mod:`vlmlab.rl.grpo` and matches TRL's GRPOTrainer on the same tensors.
+
+Batch semantics (as TRL): ``data.batch_size`` prompts per micro-step, each with
+``num_generations`` completions, so a micro-step trains on ``batch_size * num_generations``
+sequences; ``trainer.accumulate_grad_batches`` micro-steps make one optimizer step (Lightning
+averages their losses, as the HF Trainer does). With ``num_iterations > 1`` each rollout batch is
+reused for that many optimizer steps: the rollouts of the ``accumulate_grad_batches`` micro-steps
+are kept with their old log-probs, and new prompts are only generated for every
+``num_iterations``-th optimizer step (the batches fed in between are skipped, as TRL's buffer does).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from peft import PeftModel
+from pytorch_lightning.loggers import TensorBoardLogger
+from transformers import ProcessorMixin
+
+from vlmlab.data.collate import VisionLanguageBatch
+from vlmlab.models.backbone import BackboneSpec, count_parameters, vision_tower
+from vlmlab.models.vision import (
+    encode_media,
+    grouped_rows,
+    item_counts,
+    placeholder_ids,
+    reorder_inputs,
+    reorder_media,
+    text_inputs,
+)
+from vlmlab.modules.generation import GenerationSettings, generate
+from vlmlab.modules.optim import OptimSettings, configure_adamw
+from vlmlab.rl.grpo import (
+    completion_mask,
+    generation_sync_kwargs,
+    group_advantages,
+    micro_batches,
+    policy_loss,
+    token_logps,
+)
+from vlmlab.rl.rollout import Rollout
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GRPOSettings:
+    """GRPO hyper-parameters (names as TRL's GRPOConfig).
+
+    num_generations: completions per prompt (G). beta: KL coefficient (0 disables the reference).
+    epsilon_low / epsilon_high: clip range of the ratio (high None = low). loss_type: grpo | bnpo |
+    dr_grpo | dapo. scale_rewards: group | batch | none. num_iterations: optimizer steps per rollout
+    batch. mask_truncated_completions: no loss on completions that never emitted EOS.
+    logprob_micro_batch_size: rows per log-prob forward pass (None: all at once).
+    log_completions_every_n_steps: a TensorBoard text table of prompts, completions and rewards.
+    """
+
+    num_generations: int = 8
+    beta: float = 0.04
+    epsilon_low: float = 0.2
+    epsilon_high: float | None = None
+    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = "grpo"
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    num_iterations: int = 1
+    mask_truncated_completions: bool = False
+    logprob_micro_batch_size: int | None = 8
+    log_completions_every_n_steps: int = 10
+
+
+class GRPOModule(pl.LightningModule):
+    """Group-relative policy optimisation of a Qwen-VL backbone (LoRA or full).
+
+    reward: a callable ``reward(completions, targets) -> list[dict[str, float]]`` with a ``total``
+        per completion (``conf/reward``); every component is logged.
+    generation: sampling settings of the rollouts (``do_sample`` is forced on); validation decodes
+        greedily and logs the same rewards under ``val/``.
+    """
+
+    def __init__(
+        self,
+        backbone: BackboneSpec,
+        optim: OptimSettings,
+        generation: GenerationSettings,
+        grpo: GRPOSettings,
+        reward: Any,
+        metrics: torch.nn.Module | None = None,
+        processor: ProcessorMixin | None = None,
+        predictions_file: str | None = None,
+    ):
+        super().__init__()
+        if not callable(reward):
+            raise ValueError(
+                "GRPO needs a reward: choose one with reward=<name> (conf/reward), e.g. reward=brats_3d"
+            )
+        self.save_hyperparameters(
+            {
+                "backbone": asdict(backbone),
+                "optim": asdict(optim),
+                "generation": asdict(generation),
+                "grpo": asdict(grpo),
+            }
+        )
+        self.backbone = backbone
+        self.optim = optim
+        self.generation = generation
+        self.grpo = grpo
+        self.reward = reward
+        self.metrics = metrics
+        self.processor = processor if processor is not None else backbone.load_processor()
+        self.model = backbone.load_model()
+        self.vision_frozen = not any(p.requires_grad for p in vision_tower(self.model).parameters())
+        # Full fine-tuning needs a frozen copy as the reference; LoRA disables its adapters instead.
+        self.reference = None
+        if grpo.beta > 0 and not isinstance(self.model, PeftModel):
+            self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.predictions_file = predictions_file
+        self.strict_loading = False
+        self._buffer: dict[int, Rollout] = {}
+        self._micro_step = 0
+        self._val_rewards: list[dict[str, float]] = []
+        trainable, total = count_parameters(self.model)
+        log.info("GRPO backbone %s: %.2fM trainable of %.2fM", backbone.family, trainable / 1e6, total / 1e6)
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    @property
+    def eos_id(self) -> int:
+        return self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+    # ----------------------------------------------------------------------------- rollouts
+
+    @torch.no_grad()
+    def rollout(self, batch: VisionLanguageBatch) -> Rollout:
+        """G sampled completions per prompt, their rewards and advantages (and old / ref log-probs)."""
+        prompts, G = batch.prompt_inputs, self.grpo.num_generations
+        batch_size = prompts["input_ids"].shape[0]
+        merge = self.model.config.vision_config.spatial_merge_size
+        counts = item_counts(prompts, placeholder_ids(self.model), merge)
+        media = encode_media(self.model, prompts) if self.vision_frozen else None
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            vision = {"mm_encoder_outputs": reorder_media(media, counts, range(batch_size))} if media else {}
+            output = self.model.generate(
+                **(text_inputs(prompts) if media else prompts),
+                **vision,
+                max_new_tokens=self.generation.max_new_tokens,
+                do_sample=True,
+                temperature=self.generation.temperature,
+                top_p=self.generation.top_p,
+                num_return_sequences=G,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.eos_id,
+                use_cache=True,
+                **generation_sync_kwargs(self.trainer.strategy if self._trainer is not None else None),
+            )
+        finally:
+            self.model.train(was_training)
+        completion_ids = output[:, prompts["input_ids"].shape[1] :]
+        mask = completion_mask(
+            completion_ids,
+            self.eos_id,
+            self.grpo.mask_truncated_completions,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        texts = self.tokenizer.batch_decode(
+            torch.where(mask.bool(), completion_ids, self.tokenizer.pad_token_id), skip_special_tokens=True
+        )
+        rows = grouped_rows(batch_size, G)
+        targets = [batch.targets[r] for r in rows]
+        scores = self.reward(texts, targets)
+        components = {
+            name: torch.tensor([s[name] for s in scores], dtype=torch.float32, device=self.device)
+            for name in scores[0]
+        }
+        rollout = Rollout(
+            prompt_inputs=reorder_inputs(text_inputs(prompts) if media else prompts, counts, rows),
+            media=reorder_media(media, counts, rows) if media else None,
+            item_counts={m: [c[r] for r in rows] for m, c in counts.items()},
+            completion_ids=completion_ids,
+            completion_mask=mask,
+            texts=texts,
+            rewards=components["total"],
+            reward_components=components,
+            advantages=group_advantages(components["total"], G, self.grpo.scale_rewards),
+            ids=[batch.ids[r] for r in rows],
+            targets=targets,
+            num_generations=G,
+        )
+        if self.grpo.num_iterations > 1:
+            rollout.old_logps = self.sequence_logps(rollout)
+        if self.grpo.beta > 0:
+            rollout.ref_logps = self.sequence_logps(rollout, reference=True)
+        return rollout
+
+    def sequence_logps(self, rollout: Rollout, reference: bool = False) -> torch.Tensor:
+        """Per-token log-probs of the completions [N, C], in micro-batches of rows.
+
+        reference: under the reference model (no grad). Otherwise the policy, with grad when the
+        module is training and grad is enabled.
+        """
+        parts = []
+        completion_length = rollout.completion_ids.shape[1]
+        for rows_slice in micro_batches(rollout.completion_ids.shape[0], self.grpo.logprob_micro_batch_size):
+            inputs, _ = rollout.model_inputs(range(rows_slice.start, rows_slice.stop))
+            # Logits at position t predict token t + 1; only the C + 1 last positions are needed, and
+            # asking for those alone avoids a [rows, P + C, vocab] tensor (151,936 columns).
+            inputs["logits_to_keep"] = completion_length + 1
+            if reference:
+                with torch.no_grad():
+                    logits = self._reference_logits(inputs)
+            else:
+                logits = self.model(**inputs).logits
+            logits = logits[:, :-1]
+            parts.append(token_logps(logits, rollout.completion_ids[rows_slice], self.generation.temperature))
+        return torch.cat(parts)
+
+    def _reference_logits(self, inputs: dict[str, Any]) -> torch.Tensor:
+        if self.reference is not None:
+            return self.reference(**inputs).logits
+        with self.model.disable_adapter():
+            return self.model(**inputs).logits
+
+    # ----------------------------------------------------------------------------- training
+
+    def training_step(self, batch: VisionLanguageBatch, batch_idx: int) -> torch.Tensor | None:
+        accumulation = self.trainer.accumulate_grad_batches if self._trainer else 1
+        slot = self._micro_step % accumulation
+        if (self._micro_step // accumulation) % self.grpo.num_iterations == 0 or slot not in self._buffer:
+            self._buffer[slot] = self.rollout(batch)
+            self._log_rollout(self._buffer[slot])
+        self._micro_step += 1
+        rollout = self._buffer[slot]
+        logps = self.sequence_logps(rollout)
+        old = rollout.old_logps if rollout.old_logps is not None else logps.detach()
+        ref = rollout.ref_logps if rollout.ref_logps is not None else logps.detach()
+        loss, stats = policy_loss(
+            logps,
+            old,
+            ref,
+            rollout.advantages,
+            rollout.completion_mask,
+            loss_type=self.grpo.loss_type,
+            epsilon_low=self.grpo.epsilon_low,
+            epsilon_high=self.grpo.epsilon_high,
+            beta=self.grpo.beta,
+            max_completion_length=self.generation.max_new_tokens,
+        )
+        if not torch.isfinite(loss):
+            log.warning("non-finite GRPO loss at step %d: step skipped", self.global_step)
+            self.log("train/skipped_nonfinite", 1.0, reduce_fx="sum")
+            return None
+        logged = {"train/loss": loss.detach()}
+        for name in ("kl", "clip_ratio_low", "clip_ratio_high", "clip_ratio_region"):
+            if getattr(stats, name, None) is not None:
+                logged[f"train/{name}"] = getattr(stats, name)
+        self.log_dict(logged, prog_bar=False, batch_size=len(rollout.texts))
+        return loss
+
+    def _log_rollout(self, rollout: Rollout) -> None:
+        G = rollout.num_generations
+        values = {}
+        for name, scores in rollout.reward_components.items():
+            key = "total" if name == "total" else name
+            values[f"train/reward/{key}"] = scores.mean()
+            values[f"train/reward/{key}_std"] = scores.std() if scores.numel() > 1 else torch.zeros(())
+        grouped = rollout.rewards.view(-1, G)
+        values["train/advantage_std"] = (
+            rollout.advantages.std() if rollout.advantages.numel() > 1 else torch.zeros(())
+        )
+        values["train/frac_zero_std_groups"] = (grouped.std(dim=1) < 1e-6).float().mean()
+        lengths = rollout.completion_mask.sum(1).float()
+        values["train/completion_length"] = lengths.mean()
+        values["train/completion_length_max"] = lengths.max()
+        values["train/truncated_fraction"] = (rollout.completion_mask[:, -1] > 0).float().mean()
+        self.log_dict(
+            {k: v.float() for k, v in values.items()}, prog_bar=False, batch_size=len(rollout.texts)
+        )
+        self.log(
+            "train/reward", values["train/reward/total"].float(), prog_bar=True, batch_size=len(rollout.texts)
+        )
+        every = self.grpo.log_completions_every_n_steps
+        if every and self.global_step % every == 0 and isinstance(self.logger, TensorBoardLogger):
+            self.logger.experiment.add_text("train/completions", completion_table(rollout), self.global_step)
+
+    # ----------------------------------------------------------------------------- evaluation
+
+    def _evaluate(self, batch: VisionLanguageBatch, stage: str) -> None:
+        greedy = replace(self.generation, do_sample=False, num_return_sequences=1)
+        _, texts = generate(self.model, self.tokenizer, batch.prompt_inputs, greedy)
+        scores = self.reward(texts, batch.targets)
+        for sample_id, text, score, target in zip(batch.ids, texts, scores, batch.targets, strict=True):
+            self._val_rewards.append({"id": sample_id, "prediction": text, "target": target, "reward": score})
+        if self.metrics is not None:
+            self.metrics.update(texts, batch.targets)
+
+    def validation_step(self, batch: VisionLanguageBatch, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: VisionLanguageBatch, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def _end_evaluation(self, stage: str) -> None:
+        if self._val_rewards:
+            names = self._val_rewards[0]["reward"].keys()
+            means = {
+                f"{stage}/reward/{name}": sum(r["reward"][name] for r in self._val_rewards)
+                / len(self._val_rewards)
+                for name in names
+            }
+            self.log_dict(means, sync_dist=True)
+        if self.metrics is not None:
+            scores = self.metrics.compute()
+            self.log_dict({f"{stage}/{self.metrics.group}/{k}": v for k, v in scores.items()}, sync_dist=True)
+            self.metrics.reset()
+        if stage == "test" and self.predictions_file:
+            path = Path(self.predictions_file)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(json.dumps(r) + "\n" for r in self._val_rewards))
+        self._val_rewards.clear()
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_evaluation("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._end_evaluation("test")
+
+    # ----------------------------------------------------------------------------- plumbing
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        return configure_adamw(self.model, self.optim, int(self.trainer.estimated_stepping_batches))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        trainable = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        trainable = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
+        missing = sorted(trainable - set(checkpoint["state_dict"]))
+        if missing:
+            raise KeyError(
+                f"checkpoint lacks {len(missing)} trainable weight(s) of this model, e.g. {missing[:3]}"
+            )
+
+    def export_hf(self, out_dir):
+        from vlmlab.modules.sft import SFTModule
+
+        return SFTModule.export_hf(self, out_dir)
+
+
+def completion_table(rollout: Rollout, max_rows: int = 16) -> str:
+    """A markdown table of sample ids, completions and reward components (TensorBoard text)."""
+    names = list(rollout.reward_components)
+    rows = ["| id | completion | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for i in range(min(max_rows, len(rollout.texts))):
+        text = rollout.texts[i].replace("|", "\\|").replace("\n", " ")[:300]
+        scores = " | ".join(f"{rollout.reward_components[n][i].item():.3f}" for n in names)
+        rows.append(f"| {rollout.ids[i]} | {text} | {scores} |")
+    return "\n".join(rows)

@@ -1,0 +1,462 @@
+"""Reward classification (seed 002): the backbone's hidden state at the last non-padding token, a linear
+head, cross-entropy.
+
+The pooled state is the final (normed) hidden state of the language model, taken from the backbone's
+inner ``Qwen*VLModel`` (``model.model``): the 151k-vocabulary ``lm_head`` is never run, which saves
+a ``[B, L, 151936]`` logits tensor per step and is the same state as ``output_hidden_states=True``'s
+last entry after the final norm. Logits are ``head(pool_last_token(hidden, attention_mask))``
+(:func:`classify`), with the same code in training and after :func:`load_reward_classifier`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from peft import PeftModel
+from pytorch_lightning.loggers import TensorBoardLogger
+from safetensors.torch import load_file, save_file
+from transformers import (
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    PretrainedConfig,
+    PreTrainedModel,
+    ProcessorMixin,
+)
+
+from vlmlab.data.collate import VisionLanguageBatch
+from vlmlab.metrics.classification import ClassificationMetrics, confusion_matrix_figure
+from vlmlab.models.backbone import BackboneSpec, count_parameters
+from vlmlab.models.lora import LoRASettings
+from vlmlab.modules.optim import OptimSettings, configure_adamw
+
+log = logging.getLogger(__name__)
+
+HEAD_WEIGHTS = "head.safetensors"
+HEAD_CONFIG = "head_config.json"
+POOLING = "last_non_padding_token"
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position of each row's last non-padding token, whatever the padding side.
+
+    attention_mask: ``[B, L]`` (1 or True for real tokens). Returns int64 ``[B]``: the largest ``j``
+    with ``mask[b, j] == 1``, i.e. ``L - 1`` for left padding and ``sum(mask[b]) - 1`` for right
+    padding (the seed's ``attn.sum(1) - 1`` is only right for the latter). Raises ValueError for a row
+    without any real token.
+    """
+    if attention_mask.ndim != 2:
+        raise ValueError(f"attention_mask must be [B, L], got shape {tuple(attention_mask.shape)}")
+    mask = attention_mask.bool()
+    empty = ~mask.any(dim=1)
+    if empty.any():
+        raise ValueError(
+            f"rows {empty.nonzero().flatten().tolist()} of the attention mask have no real token"
+        )
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    return torch.where(mask, positions, -1).max(dim=1).values
+
+
+def pool_last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """hidden ``[B, L, H]``, attention_mask ``[B, L]`` -> ``[B, H]``: each row's last non-padding state."""
+    if hidden.shape[:2] != attention_mask.shape:
+        raise ValueError(
+            f"hidden {tuple(hidden.shape)} and attention_mask {tuple(attention_mask.shape)} differ"
+        )
+    index = last_token_index(attention_mask).to(hidden.device)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
+
+
+def hidden_size_of(config: PretrainedConfig) -> int:
+    """Width of the language model's hidden states: ``text_config.hidden_size`` (Qwen-VL) or
+    ``hidden_size``. Raises (no guessed default: a wrong width would only fail at the first step)."""
+    text = getattr(config, "text_config", None)
+    for source in (text, config):
+        size = getattr(source, "hidden_size", None) if source is not None else None
+        if isinstance(size, int) and size > 0:
+            return size
+    raise ValueError(f"{type(config).__name__} has neither text_config.hidden_size nor hidden_size")
+
+
+def last_hidden_state(model: PreTrainedModel | PeftModel, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """``[B, L, H]`` final hidden states of a Qwen-VL backbone (vision + language model, no ``lm_head``).
+
+    LoRA adapters are injected into the inner modules, so calling the inner ``model.model`` of the
+    peft-wrapped model still runs them.
+    """
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    inner = getattr(base, "model", None)
+    if inner is None:
+        raise TypeError(
+            f"{type(base).__name__} has no inner .model: not a Qwen-VL ...ForConditionalGeneration"
+        )
+    return inner(**inputs, use_cache=False, return_dict=True).last_hidden_state
+
+
+def classify(
+    model: PreTrainedModel | PeftModel, head: torch.nn.Linear, inputs: Mapping[str, torch.Tensor]
+) -> torch.Tensor:
+    """Class logits ``[B, C]`` for processor ``inputs`` (input_ids / attention_mask ``[B, L]``, pixels...)."""
+    pooled = pool_last_token(last_hidden_state(model, inputs), inputs["attention_mask"])
+    return head(pooled.to(head.weight.dtype))
+
+
+def expected_reward(probabilities: torch.Tensor) -> torch.Tensor:
+    """``[..., C]`` class probabilities -> ``[...]`` reward in [0, 1]: ``sum_c p_c * c / (C - 1)``
+    (classes are ordered reward bins; 0 with a single class)."""
+    classes = probabilities.shape[-1]
+    if classes < 2:
+        return torch.zeros(probabilities.shape[:-1], dtype=probabilities.dtype, device=probabilities.device)
+    values = torch.arange(classes, dtype=probabilities.dtype, device=probabilities.device) / (classes - 1)
+    return (probabilities * values).sum(-1)
+
+
+class RewardClassifierModule(pl.LightningModule):
+    """Pooled-last-token reward classifier on a Qwen-VL backbone (LoRA or full fine-tuning).
+
+    backbone: what to load (``conf/model``); optim: AdamW settings (``conf/optim``). Gradient
+        clipping comes from the trainer (``trainer.gradient_clip_val``, 1.0 as the seed).
+    num_classes: head size; None reads ``trainer.datamodule.num_classes`` in :meth:`setup` (Lightning
+        sets the datamodule up before the module and restores checkpoints after both) and builds the
+        head there. When both are known they must agree.
+    class_names: names for the confusion matrix, predictions and the export; default ``"0"..``.
+    log_confusion_matrix: add the validation/test confusion matrix as an image to TensorBoard.
+    predictions_file: where ``test`` writes one JSON line per sample (evaluate.py sets it).
+    generation: ignored (a classifier does not generate); presets set ``task.module.generation``.
+
+    Logs ``train/loss``, ``{val,test}/loss`` and ``{stage}/classify/{accuracy,f1_macro}``. A non-finite
+    loss is never applied. Checkpoints hold only trainable weights (adapters or unfrozen backbone
+    weights, and the head); the frozen base is rebuilt from ``backbone`` on load.
+    """
+
+    def __init__(
+        self,
+        backbone: BackboneSpec | Mapping[str, Any],
+        optim: OptimSettings | Mapping[str, Any],
+        num_classes: int | None = None,
+        processor: ProcessorMixin | None = None,
+        class_names: Sequence[str] | None = None,
+        log_confusion_matrix: bool = True,
+        predictions_file: str | None = None,
+        generation: Mapping[str, Any] | None = None,
+    ):
+        super().__init__()
+        # Mappings: the plain-dict hyper-parameters of a checkpoint (load_from_checkpoint) rebuild the spec.
+        backbone = _backbone_spec(backbone)
+        optim = _optim_settings(optim)
+        if num_classes is not None and int(num_classes) < 1:
+            raise ValueError(f"task.module.num_classes={num_classes}; expected >= 1 or null (from the data)")
+        # Plain dicts: checkpoints must load with torch.load(weights_only=True), which refuses classes.
+        self.save_hyperparameters(
+            {
+                "backbone": asdict(backbone),
+                "optim": asdict(optim),
+                "num_classes": num_classes,
+                "class_names": list(class_names) if class_names is not None else None,
+            }
+        )
+        self.backbone = backbone
+        self.optim = optim
+        self.processor = processor if processor is not None else backbone.load_processor()
+        self.model = backbone.load_model()
+        _freeze_untied_lm_head(self.model)
+        self.hidden_size = hidden_size_of(self.model.config)
+        self.configured_class_names = list(class_names) if class_names is not None else None
+        self.log_confusion_matrix = log_confusion_matrix
+        self.predictions_file = predictions_file
+        self.strict_loading = False  # checkpoints hold trainable weights only; checked in on_load_checkpoint
+        self.num_classes: int | None = None
+        self.class_names: list[str] = []
+        self.head: torch.nn.Linear | None = None
+        self.val_metrics: ClassificationMetrics | None = None
+        self.test_metrics: ClassificationMetrics | None = None
+        self._predictions: list[dict[str, Any]] = []
+        if num_classes is not None:
+            self.build_head(int(num_classes))
+        trainable, total = count_parameters(self.model)
+        log.info(
+            "backbone %s: %.2fM trainable of %.2fM parameters; head %s x %s",
+            backbone.family,
+            trainable / 1e6,
+            total / 1e6,
+            self.hidden_size,
+            self.num_classes or "(from the data)",
+        )
+
+    def build_head(self, num_classes: int) -> None:
+        """The linear head ``hidden_size -> num_classes`` and the metrics (on the backbone's device)."""
+        names = self.configured_class_names or [str(c) for c in range(num_classes)]
+        if len(names) != num_classes:
+            raise ValueError(f"task.module.class_names has {len(names)} names for {num_classes} classes")
+        device = next(self.model.parameters()).device
+        # float32 whatever the backbone dtype: C x H weights cost nothing and keep the logits exact.
+        self.head = torch.nn.Linear(self.hidden_size, num_classes, device=device)
+        self.num_classes = num_classes
+        self.class_names = names
+        self.hparams["num_classes"] = num_classes  # saved in checkpoints: a reload knows the head size
+        self.val_metrics = ClassificationMetrics(num_classes).to(device)
+        self.test_metrics = ClassificationMetrics(num_classes).to(device)
+
+    def setup(self, stage: str) -> None:
+        """Build the head from ``trainer.datamodule.num_classes`` when ``num_classes`` was not given."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        data_classes = getattr(datamodule, "num_classes", None)
+        if self.head is None:
+            if data_classes is None:
+                raise ValueError(
+                    "task.module.num_classes is null and the datamodule has no num_classes after setup: "
+                    "set task.module.num_classes (or data.num_classes)"
+                )
+            self.build_head(int(data_classes))
+        elif data_classes is not None and int(data_classes) != self.num_classes:
+            raise ValueError(
+                f"the head has {self.num_classes} classes but the data has {data_classes}: "
+                "set task.module.num_classes and data.num_classes to the same value (or null)"
+            )
+
+    def _head(self) -> torch.nn.Linear:
+        if self.head is None:
+            raise RuntimeError("no head yet: give num_classes, or run through a Trainer with a datamodule")
+        return self.head
+
+    def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Class logits ``[B, C]``."""
+        return classify(self.model, self._head(), inputs)
+
+    def training_step(self, batch: VisionLanguageBatch, batch_idx: int) -> torch.Tensor | None:
+        logits = self(batch.inputs)
+        loss = F.cross_entropy(logits.float(), batch.class_labels)
+        if not torch.isfinite(loss):
+            # Returning None makes Lightning skip backward and the optimizer step for this batch.
+            log.warning(
+                "non-finite loss %s at step %d (batch %s): step skipped",
+                loss.item(),
+                self.global_step,
+                batch.ids,
+            )
+            self.log("train/skipped_nonfinite", 1.0, on_step=True, reduce_fx="sum", batch_size=1)
+            return None
+        accuracy = (logits.argmax(-1) == batch.class_labels).float().mean()
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch))
+        self.log("train/classify/accuracy", accuracy, on_step=False, on_epoch=True, batch_size=len(batch))
+        return loss
+
+    def _evaluate(self, batch: VisionLanguageBatch, stage: str) -> None:
+        logits = self(batch.inputs)
+        loss = F.cross_entropy(logits.float(), batch.class_labels)
+        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch), sync_dist=True)
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        assert metrics is not None  # built with the head
+        metrics.update(logits, batch.class_labels)
+        if stage == "test" and self.predictions_file:
+            self._predictions += self._records(batch, logits)
+
+    def validation_step(self, batch: VisionLanguageBatch, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: VisionLanguageBatch, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch: VisionLanguageBatch, batch_idx: int, dataloader_idx: int = 0) -> list[dict]:
+        """One record a sample: ``id``, ``episode_index``, ``frame_index`` (and the rest of its metadata),
+        ``probabilities`` (C floats), ``predicted`` class, ``expected_reward`` and the ``label`` if known."""
+        return self._records(batch, self(batch.inputs))
+
+    def _records(self, batch: VisionLanguageBatch, logits: torch.Tensor) -> list[dict[str, Any]]:
+        probabilities = logits.float().softmax(-1)
+        rewards = expected_reward(probabilities)
+        labels = batch.class_labels.tolist() if batch.class_labels is not None else [None] * len(batch)
+        metadata = batch.metadata or [{} for _ in range(len(batch))]
+        return [
+            {
+                **meta,
+                "id": sample_id,
+                "probabilities": p.tolist(),
+                "predicted": int(p.argmax()),
+                "expected_reward": float(r),
+                "label": label,
+            }
+            for sample_id, meta, p, r, label in zip(
+                batch.ids, metadata, probabilities.cpu(), rewards.cpu(), labels, strict=True
+            )
+        ]
+
+    def _log_metrics(self, stage: str) -> None:
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        if metrics is None:
+            return
+        scores = metrics.compute()
+        self.log_dict({f"{stage}/{metrics.group}/{k}": v for k, v in scores.items()}, sync_dist=True)
+        if self.log_confusion_matrix and not self.trainer.sanity_checking:
+            matrix = metrics.confusion_matrix()
+            for logger in self.trainer.loggers:
+                if isinstance(logger, TensorBoardLogger) and self.trainer.is_global_zero:
+                    figure = confusion_matrix_figure(
+                        matrix, self.class_names, f"{stage} step {self.global_step}"
+                    )
+                    logger.experiment.add_figure(
+                        f"{stage}/{metrics.group}/confusion_matrix", figure, self.global_step
+                    )
+        metrics.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+        if self.predictions_file:
+            path = Path(self.predictions_file)
+            if self.trainer.world_size > 1:
+                path = path.with_suffix(f".rank{self.global_rank}.jsonl")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("w") as handle:
+                for record in self._predictions:
+                    handle.write(json.dumps(record) + "\n")
+            log.info("wrote %d predictions to %s", len(self._predictions), path)
+        self._predictions.clear()
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        self._head()
+        return configure_adamw(self, self.optim, int(self.trainer.estimated_stepping_batches))
+
+    def _trainable(self) -> set[str]:
+        return {n for n, p in self.named_parameters() if p.requires_grad}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        trainable = self._trainable()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved_classes = (checkpoint.get("hyper_parameters") or {}).get("num_classes")
+        if self.head is None and saved_classes is not None:
+            self.build_head(int(saved_classes))  # a module built without a datamodule (e.g. by hand)
+        elif saved_classes is not None and int(saved_classes) != self.num_classes:
+            raise ValueError(
+                f"checkpoint head has {saved_classes} classes, this module {self.num_classes}: "
+                "was it trained on other data or with another task.module.num_classes?"
+            )
+        missing = sorted(self._trainable() - set(checkpoint["state_dict"]))
+        if missing:
+            raise KeyError(
+                f"checkpoint lacks {len(missing)} trainable weight(s) of this model, e.g. {missing[:3]}: "
+                "was it trained with another model or LoRA config?"
+            )
+
+    def export_hf(self, out_dir: str | Path) -> Path:
+        """Save in Hugging Face format, loadable with transformers, peft and torch alone
+        (:func:`load_reward_classifier`).
+
+        LoRA: ``adapter_config.json`` + ``adapter_model.safetensors`` (for a tiny random backbone also
+        its weights in ``out_dir/base``); full fine-tuning: the whole model. Always the processor, the
+        head weights ``head.safetensors`` (``weight [C, H]``, ``bias [C]``) and ``head_config.json``
+        (``num_classes``, ``hidden_size``, ``class_names``, ``pooling``, ``family``).
+        """
+        head = self._head()
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(out)
+        self.processor.save_pretrained(out)
+        if isinstance(self.model, PeftModel) and self.backbone.tiny:
+            self.backbone.load_base_model().save_pretrained(out / "base")
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, str(out / HEAD_WEIGHTS)
+        )
+        config = {
+            "num_classes": self.num_classes,
+            "hidden_size": self.hidden_size,
+            "class_names": self.class_names,
+            "pooling": POOLING,
+            "family": self.backbone.family,
+            "lora": isinstance(self.model, PeftModel),
+        }
+        (out / HEAD_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        return out
+
+
+def load_reward_classifier(
+    path: str | Path, base: str | Path | PreTrainedModel | None = None
+) -> tuple[PreTrainedModel | PeftModel, ProcessorMixin, torch.nn.Linear]:
+    """Reload an :meth:`RewardClassifierModule.export_hf` folder with transformers, peft and torch only.
+
+    base: for a LoRA export, the base model (a loaded model, or a folder / cached hub id); None uses
+    ``path/base`` when present (tiny backbones), else the adapter's ``base_model_name_or_path``.
+    Nothing is downloaded. Returns ``(model, processor, head)`` in eval mode; logits are
+    ``classify(model, head, processor(...))``.
+    """
+    path = Path(path)
+    config_path = path / HEAD_CONFIG
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path}: not found; is {path} a reward classifier export?")
+    config = json.loads(config_path.read_text())
+    if config.get("pooling", POOLING) != POOLING:
+        raise ValueError(f"{config_path}: pooling {config['pooling']!r} is not {POOLING!r}")
+    adapter_config = path / "adapter_config.json"
+    if adapter_config.is_file():
+        if base is None:
+            local = path / "base"
+            base = (
+                local
+                if (local / "config.json").is_file()
+                else json.loads(adapter_config.read_text())["base_model_name_or_path"]
+            )
+        if not isinstance(base, PreTrainedModel):
+            base = AutoModelForImageTextToText.from_pretrained(base, local_files_only=True)
+        model: PreTrainedModel | PeftModel = PeftModel.from_pretrained(base, path, local_files_only=True)
+    else:
+        model = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True)
+    processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+    hidden_size = hidden_size_of(model.config)
+    if hidden_size != config["hidden_size"]:
+        raise ValueError(
+            f"{config_path}: hidden_size {config['hidden_size']} but the backbone has {hidden_size}"
+        )
+    head = torch.nn.Linear(config["hidden_size"], config["num_classes"])
+    head.load_state_dict(load_file(str(path / HEAD_WEIGHTS)))
+    return model.eval(), processor, head.eval()
+
+
+def _freeze_untied_lm_head(model: PreTrainedModel | PeftModel) -> None:
+    """The classifier never runs ``lm_head``: an untied one would get no gradient, yet sit in the
+    optimizer, the checkpoints and DDP's unused-parameter check. A tied one is the input embedding
+    and stays as configured."""
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    output, embeddings = base.get_output_embeddings(), base.get_input_embeddings()
+    if output is not None and output.weight is not embeddings.weight:
+        output.requires_grad_(False)
+
+
+def _backbone_spec(backbone: BackboneSpec | Mapping[str, Any]) -> BackboneSpec:
+    if isinstance(backbone, BackboneSpec):
+        return backbone
+    fields = dict(backbone)
+    if isinstance(fields.get("lora"), Mapping):
+        fields["lora"] = LoRASettings(**fields["lora"])
+    return BackboneSpec(**fields)
+
+
+def _optim_settings(optim: OptimSettings | Mapping[str, Any]) -> OptimSettings:
+    if isinstance(optim, OptimSettings):
+        return optim
+    fields = dict(optim)
+    if "betas" in fields:
+        fields["betas"] = tuple(fields["betas"])
+    return OptimSettings(**fields)
+
+
+__all__ = [
+    "RewardClassifierModule",
+    "classify",
+    "expected_reward",
+    "hidden_size_of",
+    "last_hidden_state",
+    "last_token_index",
+    "load_reward_classifier",
+    "pool_last_token",
+]
