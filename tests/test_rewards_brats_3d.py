@@ -50,9 +50,7 @@ def test_design_table_weights_and_max() -> None:
 def test_perfect_sft_answer_scores_the_design_max() -> None:
     """The loader's own SFT answer (format_answer) for an integer box scores 8.5, every part at its weight."""
     box, peak, ratio = [10, 20, 3, 40, 50, 9], 5, 0.0123
-    text = format_answer(
-        box, peak, ratio, "4 MRI sequences (T1C, T1N, T2F, T2W) one after another, 16 frames each"
-    )
+    text = format_answer(box, peak, ratio)
     result = score(text, {"bbox_3d": box, "peak_slice": peak, "tumor_ratio": ratio})
     assert result == {**DEFAULT_WEIGHTS, "total": 8.5}
     assert list(result) == [*DEFAULT_WEIGHTS, "total"]

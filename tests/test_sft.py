@@ -153,12 +153,12 @@ def test_hf_export_loads_with_transformers_and_peft_alone(ct_data: Path, tmp_pat
         assert torch.equal(reloaded(**batch.inputs).logits, module(batch.inputs).logits)
 
 
-def test_non_finite_loss_is_never_applied(ct_data: Path, tmp_path: Path) -> None:
+def test_non_finite_loss_is_never_applied(ct_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     module = make_module("qwen2_5_vl", lora=False)
     data = make_data(ct_data, module)
     data.setup("fit")
     batch = data.collator.train([data.datasets["train"][0]])
-    module.forward = lambda inputs, labels=None: type("Out", (), {"loss": torch.tensor(float("nan"))})()
+    monkeypatch.setattr("vlmlab.modules.sft.assistant_token_loss", lambda *_: torch.tensor(float("nan")))
     assert module.training_step(batch, 0) is None  # Lightning skips backward and the step
 
 
@@ -180,3 +180,16 @@ def test_init_from_starts_a_new_run_from_a_checkpoint(ct_data: Path, tmp_path: P
     )
     with pytest.raises(KeyError, match="same model config"):
         other.load_model()
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_assistant_token_loss_equals_the_hugging_face_loss(lora: bool, ct_data: Path) -> None:
+    from vlmlab.modules.sft import assistant_token_loss
+
+    module = make_module("qwen3_vl", lora=lora)
+    data = make_data(ct_data, module)
+    data.setup("fit")
+    batch = data.collator.train([data.datasets["train"][i] for i in range(3)])
+    with torch.no_grad():
+        expected = module.model(**batch.inputs, labels=batch.labels).loss
+        assert torch.allclose(assistant_token_loss(module.model, batch.inputs, batch.labels), expected, atol=1e-5)

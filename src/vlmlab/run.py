@@ -61,6 +61,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if not checkpoint.is_file():
         raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path!r} is not a checkpoint file")
     run = build(cfg, predictions_file=cfg.predictions_file)
+    if cfg.get("predict", False):
+        # Prediction writers (callbacks, e.g. EpisodeRewardWriter) write what the predictions mean.
+        run.trainer.predict(
+            run.module, datamodule=run.datamodule, ckpt_path=str(checkpoint), return_predictions=False
+        )
+        return {}
     results = run.trainer.test(run.module, datamodule=run.datamodule, ckpt_path=str(checkpoint))
     metrics = {k: float(v) for k, v in results[0].items()} if results else {}
     Path(cfg.metrics_file).parent.mkdir(parents=True, exist_ok=True)

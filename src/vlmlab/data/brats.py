@@ -237,14 +237,12 @@ def tumour_truth(
     return TumourTruth(box_lo + box_hi, int(np.argmax(area)), count / brain_count, count, brain_count)
 
 
-def format_answer(box: Sequence[int], peak: int, ratio: float, layout_text: str) -> str:
+def format_answer(box: Sequence[int], peak: int, ratio: float) -> str:
     """The SFT target: ``<think>This video shows ...</think><answer>{json}</answer>`` (frame coordinates)."""
     x1, y1, z1, x2, y2, z2 = (int(v) for v in box)
-    think = (
-        f"This video shows {layout_text}. The tumour appears in frames {z1} to {z2 - 1} of the first "
-        f"sequence, spanning x {x1}-{x2} and y {y1}-{y2}, with its largest area in frame {peak}; it fills "
-        f"about {100 * ratio:.1f}% of the brain."
-    )
+    # Short on purpose: the prompt already describes the layout, and every token of a rollout costs a
+    # vocabulary-wide sampling step.
+    think = f"This video shows the tumour in frames {z1} to {z2 - 1}, largest in frame {peak}."
     answer = json.dumps(
         {"bbox_3d": [x1, y1, z1, x2, y2, z2], "peak_slice": int(peak), "tumor_ratio": round(ratio, 4)}
     )
@@ -307,7 +305,7 @@ def make_sample(
             "peak_slice_voxel": int(peak_voxel),
             "geometry": geometry.to_dict(),
         },
-        answer=format_answer(outer_int_box(frame_box), peak, ratio, layout_text),
+        answer=format_answer(outer_int_box(frame_box), peak, ratio),
         metadata={**metadata, "modalities": list(names)},
     )
 

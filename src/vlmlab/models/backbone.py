@@ -4,6 +4,7 @@ random-initialised model built offline (``tiny: true``)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,3 +167,24 @@ def load_trained_weights(model: torch.nn.Module, checkpoint: str | Path) -> None
         for name, value in weights.items():
             own[name].copy_(value)
     log.info("initialised %d weight tensors from %s", len(weights), path)
+
+
+def last_hidden_state(model: PreTrainedModel | PeftModel, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """``[B, L, H]`` final hidden states of a Qwen-VL backbone (vision + language model, no ``lm_head``).
+
+    LoRA adapters are injected into the inner modules, so calling the inner ``model.model`` of the
+    peft-wrapped model still runs them.
+    """
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    inner = getattr(base, "model", None)
+    if inner is None:
+        raise TypeError(
+            f"{type(base).__name__} has no inner .model: not a Qwen-VL ...ForConditionalGeneration"
+        )
+    return inner(**inputs, use_cache=False, return_dict=True).last_hidden_state
+
+
+def lm_head(model: PreTrainedModel | PeftModel) -> torch.nn.Module:
+    """The output projection of a Qwen-VL backbone (peft's wrapper when it is trained as a whole)."""
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    return base.lm_head

@@ -10,12 +10,16 @@ from transformers import PreTrainedTokenizerBase
 
 @dataclass
 class GenerationSettings:
-    """``generate`` arguments. ``do_sample=false`` is greedy (validation); GRPO samples."""
+    """``generate`` arguments. ``do_sample=false`` is greedy (validation); GRPO samples.
+
+    top_k: 0 disables top-k filtering (TRL's GRPO default; transformers would apply 50).
+    """
 
     max_new_tokens: int = 256
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0
     num_return_sequences: int = 1
 
 
@@ -35,7 +39,9 @@ def generate(
     model.eval()
     try:
         sampling = (
-            {"temperature": settings.temperature, "top_p": settings.top_p} if settings.do_sample else {}
+            {"temperature": settings.temperature, "top_p": settings.top_p, "top_k": settings.top_k}
+            if settings.do_sample
+            else {}
         )
         output = model.generate(
             **prompt_inputs,

@@ -169,6 +169,7 @@ class GRPOModule(pl.LightningModule):
                 do_sample=True,
                 temperature=self.generation.temperature,
                 top_p=self.generation.top_p,
+                top_k=self.generation.top_k,
                 num_return_sequences=G,
                 pad_token_id=self.tokenizer.pad_token_id,
                 eos_token_id=self.eos_id,
@@ -249,9 +250,10 @@ class GRPOModule(pl.LightningModule):
         slot = self._micro_step % accumulation
         if (self._micro_step // accumulation) % self.grpo.num_iterations == 0 or slot not in self._buffer:
             self._buffer[slot] = self.rollout(batch)
-            self._log_rollout(self._buffer[slot])
         self._micro_step += 1
         rollout = self._buffer[slot]
+        # Every step logs the rollout it trains on (with num_iterations > 1 a rollout serves several steps).
+        self._log_rollout(rollout)
         logps = self.sequence_logps(rollout)
         old = rollout.old_logps if rollout.old_logps is not None else logps.detach()
         ref = rollout.ref_logps if rollout.ref_logps is not None else logps.detach()

@@ -33,7 +33,7 @@ from transformers import (
 
 from vlmlab.data.collate import VisionLanguageBatch
 from vlmlab.metrics.classification import ClassificationMetrics, confusion_matrix_figure
-from vlmlab.models.backbone import BackboneSpec, count_parameters
+from vlmlab.models.backbone import BackboneSpec, count_parameters, last_hidden_state
 from vlmlab.models.lora import LoRASettings
 from vlmlab.modules.optim import OptimSettings, configure_adamw
 
@@ -83,21 +83,6 @@ def hidden_size_of(config: PretrainedConfig) -> int:
         if isinstance(size, int) and size > 0:
             return size
     raise ValueError(f"{type(config).__name__} has neither text_config.hidden_size nor hidden_size")
-
-
-def last_hidden_state(model: PreTrainedModel | PeftModel, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """``[B, L, H]`` final hidden states of a Qwen-VL backbone (vision + language model, no ``lm_head``).
-
-    LoRA adapters are injected into the inner modules, so calling the inner ``model.model`` of the
-    peft-wrapped model still runs them.
-    """
-    base = model.get_base_model() if isinstance(model, PeftModel) else model
-    inner = getattr(base, "model", None)
-    if inner is None:
-        raise TypeError(
-            f"{type(base).__name__} has no inner .model: not a Qwen-VL ...ForConditionalGeneration"
-        )
-    return inner(**inputs, use_cache=False, return_dict=True).last_hidden_state
 
 
 def classify(

@@ -14,8 +14,8 @@ from peft import PeftModel
 from pytorch_lightning.loggers import TensorBoardLogger
 from transformers import ProcessorMixin
 
-from vlmlab.data.collate import VisionLanguageBatch
-from vlmlab.models.backbone import BackboneSpec, count_parameters
+from vlmlab.data.collate import IGNORE_INDEX, VisionLanguageBatch
+from vlmlab.models.backbone import BackboneSpec, count_parameters, last_hidden_state, lm_head
 from vlmlab.modules.generation import GenerationSettings, generate
 from vlmlab.modules.optim import OptimSettings, configure_adamw
 
@@ -73,7 +73,7 @@ class SFTModule(pl.LightningModule):
         return self.model(**inputs, labels=labels)
 
     def training_step(self, batch: VisionLanguageBatch, batch_idx: int) -> torch.Tensor | None:
-        loss = self(batch.inputs, batch.labels).loss
+        loss = assistant_token_loss(self.model, batch.inputs, batch.labels)
         if not torch.isfinite(loss):
             # Returning None makes Lightning skip backward and the optimizer step for this batch.
             log.warning(
@@ -89,7 +89,7 @@ class SFTModule(pl.LightningModule):
         return loss
 
     def _evaluate(self, batch: VisionLanguageBatch, stage: str) -> list[str]:
-        loss = self(batch.inputs, batch.labels).loss
+        loss = assistant_token_loss(self.model, batch.inputs, batch.labels)
         self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch), sync_dist=True)
         _, predictions = generate(self.model, self.tokenizer, batch.prompt_inputs, self.generation)
         if self.metrics is not None:
@@ -169,6 +169,22 @@ class SFTModule(pl.LightningModule):
         if isinstance(self.model, PeftModel) and self.backbone.tiny:
             self.backbone.load_base_model().save_pretrained(out / "base")
         return out
+
+
+def assistant_token_loss(
+    model: torch.nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor
+) -> torch.Tensor:
+    """Mean next-token cross-entropy over the labelled (assistant) tokens.
+
+    Equal to the Hugging Face causal-LM loss, but the output projection runs only where a label is:
+    vision and prompt tokens dominate these sequences, and each position costs a vocabulary-wide
+    (151,936) row of logits. inputs: processor tensors; labels: [B, L], IGNORE_INDEX elsewhere.
+    """
+    hidden = last_hidden_state(model, inputs)  # [B, L, H]
+    targets = labels[:, 1:]  # position t predicts token t + 1
+    keep = targets != IGNORE_INDEX
+    logits = lm_head(model)(hidden[:, :-1][keep])  # [K, V]
+    return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
 
 
 def _cell(text: str | None) -> str:
