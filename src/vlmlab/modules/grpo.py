@@ -24,13 +24,11 @@ are kept with their old log-probs, and new prompts are only generated for every
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import pytorch_lightning as pl
 import torch
 from peft import PeftModel
 from pytorch_lightning.loggers import TensorBoardLogger
@@ -47,6 +45,7 @@ from vlmlab.models.vision import (
     reorder_media,
     text_inputs,
 )
+from vlmlab.modules.common import TrainableWeightsCheckpoint, export_backbone, write_predictions
 from vlmlab.modules.generation import GenerationSettings, generate
 from vlmlab.modules.optim import OptimSettings, configure_adamw
 from vlmlab.rl.grpo import (
@@ -86,7 +85,7 @@ class GRPOSettings:
     log_completions_every_n_steps: int = 10
 
 
-class GRPOModule(pl.LightningModule):
+class GRPOModule(TrainableWeightsCheckpoint):
     """Group-relative policy optimisation of a Qwen-VL backbone (LoRA or full).
 
     reward: a callable ``reward(completions, targets) -> list[dict[str, float]]`` with a ``total``
@@ -133,7 +132,6 @@ class GRPOModule(pl.LightningModule):
         if grpo.beta > 0 and not isinstance(self.model, PeftModel):
             self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.predictions_file = predictions_file
-        self.strict_loading = False
         self._buffer: dict[int, Rollout] = {}
         self._micro_step = 0
         self._val_rewards: list[dict[str, float]] = []
@@ -337,9 +335,7 @@ class GRPOModule(pl.LightningModule):
             self.log_dict({f"{stage}/{self.metrics.group}/{k}": v for k, v in scores.items()}, sync_dist=True)
             self.metrics.reset()
         if stage == "test" and self.predictions_file:
-            path = Path(self.predictions_file)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("".join(json.dumps(r) + "\n" for r in self._val_rewards))
+            write_predictions(self.predictions_file, self._val_rewards, self.trainer)
         self._val_rewards.clear()
 
     def on_validation_epoch_end(self) -> None:
@@ -353,22 +349,9 @@ class GRPOModule(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adamw(self.model, self.optim, int(self.trainer.estimated_stepping_batches))
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        trainable = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        trainable = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
-        missing = sorted(trainable - set(checkpoint["state_dict"]))
-        if missing:
-            raise KeyError(
-                f"checkpoint lacks {len(missing)} trainable weight(s) of this model, e.g. {missing[:3]}"
-            )
-
-    def export_hf(self, out_dir):
-        from vlmlab.modules.sft import SFTModule
-
-        return SFTModule.export_hf(self, out_dir)
+    def export_hf(self, out_dir: str | Path) -> Path:
+        """The policy and processor in Hugging Face format (:func:`export_backbone`)."""
+        return export_backbone(self.model, self.processor, self.backbone, out_dir)
 
 
 def completion_table(rollout: Rollout, max_rows: int = 16) -> str:

@@ -17,7 +17,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from peft import PeftModel
@@ -35,6 +34,7 @@ from vlmlab.data.collate import VisionLanguageBatch
 from vlmlab.metrics.classification import ClassificationMetrics, confusion_matrix_figure
 from vlmlab.models.backbone import BackboneSpec, count_parameters, last_hidden_state
 from vlmlab.models.lora import LoRASettings
+from vlmlab.modules.common import TrainableWeightsCheckpoint, export_backbone, write_predictions
 from vlmlab.modules.optim import OptimSettings, configure_adamw
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def expected_reward(probabilities: torch.Tensor) -> torch.Tensor:
     return (probabilities * values).sum(-1)
 
 
-class RewardClassifierModule(pl.LightningModule):
+class RewardClassifierModule(TrainableWeightsCheckpoint):
     """Pooled-last-token reward classifier on a Qwen-VL backbone (LoRA or full fine-tuning).
 
     backbone: what to load (``conf/model``); optim: AdamW settings (``conf/optim``). Gradient
@@ -156,7 +156,6 @@ class RewardClassifierModule(pl.LightningModule):
         self.configured_class_names = list(class_names) if class_names is not None else None
         self.log_confusion_matrix = log_confusion_matrix
         self.predictions_file = predictions_file
-        self.strict_loading = False  # checkpoints hold trainable weights only; checked in on_load_checkpoint
         self.num_classes: int | None = None
         self.class_names: list[str] = []
         self.head: torch.nn.Linear | None = None
@@ -297,26 +296,12 @@ class RewardClassifierModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
         if self.predictions_file:
-            path = Path(self.predictions_file)
-            if self.trainer.world_size > 1:
-                path = path.with_suffix(f".rank{self.global_rank}.jsonl")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("w") as handle:
-                for record in self._predictions:
-                    handle.write(json.dumps(record) + "\n")
-            log.info("wrote %d predictions to %s", len(self._predictions), path)
+            write_predictions(self.predictions_file, self._predictions, self.trainer)
         self._predictions.clear()
 
     def configure_optimizers(self) -> dict[str, Any]:
         self._head()
         return configure_adamw(self, self.optim, int(self.trainer.estimated_stepping_batches))
-
-    def _trainable(self) -> set[str]:
-        return {n for n, p in self.named_parameters() if p.requires_grad}
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        trainable = self._trainable()
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved_classes = (checkpoint.get("hyper_parameters") or {}).get("num_classes")
@@ -327,12 +312,7 @@ class RewardClassifierModule(pl.LightningModule):
                 f"checkpoint head has {saved_classes} classes, this module {self.num_classes}: "
                 "was it trained on other data or with another task.module.num_classes?"
             )
-        missing = sorted(self._trainable() - set(checkpoint["state_dict"]))
-        if missing:
-            raise KeyError(
-                f"checkpoint lacks {len(missing)} trainable weight(s) of this model, e.g. {missing[:3]}: "
-                "was it trained with another model or LoRA config?"
-            )
+        super().on_load_checkpoint(checkpoint)
 
     def export_hf(self, out_dir: str | Path) -> Path:
         """Save in Hugging Face format, loadable with transformers, peft and torch alone
@@ -344,12 +324,7 @@ class RewardClassifierModule(pl.LightningModule):
         (``num_classes``, ``hidden_size``, ``class_names``, ``pooling``, ``family``).
         """
         head = self._head()
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(out)
-        self.processor.save_pretrained(out)
-        if isinstance(self.model, PeftModel) and self.backbone.tiny:
-            self.backbone.load_base_model().save_pretrained(out / "base")
+        out = export_backbone(self.model, self.processor, self.backbone, out_dir)
         save_file(
             {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, str(out / HEAD_WEIGHTS)
         )

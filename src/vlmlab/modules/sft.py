@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-from peft import PeftModel
 from pytorch_lightning.loggers import TensorBoardLogger
 from transformers import ProcessorMixin
 
 from vlmlab.data.collate import IGNORE_INDEX, VisionLanguageBatch
 from vlmlab.models.backbone import BackboneSpec, count_parameters, last_hidden_state, lm_head
+from vlmlab.modules.common import TrainableWeightsCheckpoint, export_backbone, write_predictions
 from vlmlab.modules.generation import GenerationSettings, generate
 from vlmlab.modules.optim import OptimSettings, configure_adamw
 
 log = logging.getLogger(__name__)
 
 
-class SFTModule(pl.LightningModule):
+class SFTModule(TrainableWeightsCheckpoint):
     """Supervised fine-tuning of a Qwen-VL backbone (LoRA or full).
 
     backbone: what to load; the model is built here, the processor is shared with the collator.
@@ -57,7 +55,6 @@ class SFTModule(pl.LightningModule):
         self.model = backbone.load_model()
         self.predictions_file = predictions_file
         self.num_logged_completions = num_logged_completions
-        self.strict_loading = False  # checkpoints hold trainable weights only; checked in on_load_checkpoint
         self._completions: list[dict[str, Any]] = []
         self._predictions: list[dict[str, Any]] = []
         trainable, total = count_parameters(self.model)
@@ -129,46 +126,15 @@ class SFTModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
         if self.predictions_file:
-            path = Path(self.predictions_file)
-            if self.trainer.world_size > 1:
-                path = path.with_suffix(f".rank{self.global_rank}.jsonl")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("w") as handle:
-                for record in self._predictions:
-                    handle.write(json.dumps(record) + "\n")
-            log.info("wrote %d predictions to %s", len(self._predictions), path)
+            write_predictions(self.predictions_file, self._predictions, self.trainer)
         self._predictions.clear()
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adamw(self.model, self.optim, int(self.trainer.estimated_stepping_batches))
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        trainable = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        trainable = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
-        missing = sorted(trainable - set(checkpoint["state_dict"]))
-        if missing:
-            raise KeyError(
-                f"checkpoint lacks {len(missing)} trainable weight(s) of this model, e.g. {missing[:3]}: "
-                "was it trained with another model or LoRA config?"
-            )
-
     def export_hf(self, out_dir: str | Path) -> Path:
-        """Save in Hugging Face format, loadable with transformers and peft alone.
-
-        LoRA: ``adapter_config.json`` + ``adapter_model.safetensors`` and the processor in ``out_dir``;
-        for a tiny random backbone (no folder to load it from) also its weights in ``out_dir/base``.
-        Full fine-tuning: the whole model and processor in ``out_dir``.
-        """
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(out)
-        self.processor.save_pretrained(out)
-        if isinstance(self.model, PeftModel) and self.backbone.tiny:
-            self.backbone.load_base_model().save_pretrained(out / "base")
-        return out
+        """The backbone and processor in Hugging Face format (:func:`export_backbone`)."""
+        return export_backbone(self.model, self.processor, self.backbone, out_dir)
 
 
 def assistant_token_loss(
