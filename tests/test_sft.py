@@ -153,7 +153,9 @@ def test_hf_export_loads_with_transformers_and_peft_alone(ct_data: Path, tmp_pat
         assert torch.equal(reloaded(**batch.inputs).logits, module(batch.inputs).logits)
 
 
-def test_non_finite_loss_is_never_applied(ct_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_non_finite_loss_is_never_applied(
+    ct_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     module = make_module("qwen2_5_vl", lora=False)
     data = make_data(ct_data, module)
     data.setup("fit")
@@ -192,4 +194,6 @@ def test_assistant_token_loss_equals_the_hugging_face_loss(lora: bool, ct_data: 
     batch = data.collator.train([data.datasets["train"][i] for i in range(3)])
     with torch.no_grad():
         expected = module.model(**batch.inputs, labels=batch.labels).loss
-        assert torch.allclose(assistant_token_loss(module.model, batch.inputs, batch.labels), expected, atol=1e-5)
+        assert torch.allclose(
+            assistant_token_loss(module.model, batch.inputs, batch.labels), expected, atol=1e-5
+        )
