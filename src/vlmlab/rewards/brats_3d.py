@@ -55,6 +55,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vlmlab.rewards.compose import merge_weights
+from vlmlab.rewards.numbers import finite_number
 
 __all__ = [
     "DEFAULT_WEIGHTS",
@@ -96,22 +97,11 @@ _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+|</?(?:think|answer)>")
 _WORD = re.compile(r"\w")
 
 
-def _number(value: Any) -> float | None:
-    """``value`` as a finite float, or None (bools, strings, NaN, inf and huge ints are not numbers)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _box(value: Any) -> list[float] | None:
     """A list/tuple of 6 finite numbers as floats, or None (order not checked)."""
     if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 6:
         return None
-    numbers = [_number(v) for v in value]
+    numbers = [finite_number(v) for v in value]
     return None if any(v is None for v in numbers) else numbers  # type: ignore[return-value]
 
 
@@ -160,7 +150,10 @@ def _valid_answer(answer: Mapping[str, Any]) -> bool:
     box = _box(answer.get("bbox_3d"))
     if box is None or any(box[k] > box[k + 3] for k in range(3)):
         return False
-    return _number(answer.get("peak_slice")) is not None and _number(answer.get("tumor_ratio")) is not None
+    return (
+        finite_number(answer.get("peak_slice")) is not None
+        and finite_number(answer.get("tumor_ratio")) is not None
+    )
 
 
 def has_repetition(text: str) -> bool:
@@ -200,12 +193,15 @@ def _geometric_points(answer: Mapping[str, Any] | None, target: Mapping[str, Any
     pred_box, true_box = _box(answer.get("bbox_3d")), _box(target.get("bbox_3d"))
     if pred_box is not None and true_box is not None:
         points["iou_3d"] = _tier(box_iou_3d(pred_box, true_box), IOU_TIERS, strict_above=True)
-    pred_peak, true_peak = _number(answer.get("peak_slice")), _number(target.get("peak_slice"))
+    pred_peak, true_peak = finite_number(answer.get("peak_slice")), finite_number(target.get("peak_slice"))
     if pred_peak is not None and true_peak is not None:
         error = abs(pred_peak - true_peak)
         if math.isfinite(error):
             points["peak_slice"] = _tier(error, PEAK_SLICE_TIERS, strict_above=False)
-    pred_ratio, true_ratio = _number(answer.get("tumor_ratio")), _number(target.get("tumor_ratio"))
+    pred_ratio, true_ratio = (
+        finite_number(answer.get("tumor_ratio")),
+        finite_number(target.get("tumor_ratio")),
+    )
     if pred_ratio is not None and true_ratio is not None and true_ratio >= 0:
         if true_ratio == 0:
             points["tumor_ratio"] = TUMOR_RATIO_TIERS[0][1] if pred_ratio == 0 else 0.0

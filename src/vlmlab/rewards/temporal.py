@@ -42,6 +42,7 @@ from typing import Any, Literal
 
 from vlmlab.data.vtg import TemporalFormat, parse_span
 from vlmlab.rewards.compose import merge_weights
+from vlmlab.rewards.numbers import finite_number
 
 __all__ = [
     "DEFAULT_WEIGHTS",
@@ -62,21 +63,11 @@ MAX_TOTAL: float = sum(DEFAULT_WEIGHTS.values())  # 2.0
 Span = tuple[float, float]
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _span(value: Any) -> Span | None:
     """``value`` as a finite ``(start, end)`` with ``start < end``, or None."""
     if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 2:
         return None
-    start, end = _number(value[0]), _number(value[1])
+    start, end = finite_number(value[0]), finite_number(value[1])
     if start is None or end is None or not start < end:
         return None
     return start, end
@@ -159,7 +150,7 @@ def score(
     values = dict.fromkeys(DEFAULT_WEIGHTS, 0.0)
     text = completion if isinstance(completion, str) else ""
     target = target if isinstance(target, Mapping) else {}
-    duration = _number(target.get("duration"))
+    duration = finite_number(target.get("duration"))
     temporal = temporal_format(target)
     if duration is not None and duration > 0 and temporal is not None:
         pred = predicted_span(text, duration, temporal)
