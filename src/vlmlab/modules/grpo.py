@@ -306,7 +306,7 @@ class GRPOModule(TrainableWeightsCheckpoint):
 
     # ----------------------------------------------------------------------------- evaluation
 
-    def _evaluate(self, batch: VisionLanguageBatch, stage: str) -> None:
+    def _evaluate(self, batch: VisionLanguageBatch, stage: str) -> dict[str, list[str]]:
         greedy = replace(self.generation, do_sample=False, num_return_sequences=1)
         _, texts = generate(self.model, self.tokenizer, batch.prompt_inputs, greedy)
         scores = self.reward(texts, batch.targets)
@@ -314,12 +314,14 @@ class GRPOModule(TrainableWeightsCheckpoint):
             self._val_rewards.append({"id": sample_id, "prediction": text, "target": target, "reward": score})
         if self.metrics is not None:
             self.metrics.update(texts, batch.targets)
+        return {"predictions": texts}
 
-    def validation_step(self, batch: VisionLanguageBatch, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+    def validation_step(self, batch: VisionLanguageBatch, batch_idx: int) -> dict[str, list[str]]:
+        """Greedy answers, returned so that callbacks (e.g. pictures) see them as ``outputs``."""
+        return self._evaluate(batch, "val")
 
-    def test_step(self, batch: VisionLanguageBatch, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+    def test_step(self, batch: VisionLanguageBatch, batch_idx: int) -> dict[str, list[str]]:
+        return self._evaluate(batch, "test")
 
     def _end_evaluation(self, stage: str) -> None:
         if self._val_rewards:

@@ -101,11 +101,12 @@ class SFTModule(TrainableWeightsCheckpoint):
                 self._predictions.append(record)
         return predictions
 
-    def validation_step(self, batch: VisionLanguageBatch, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+    def validation_step(self, batch: VisionLanguageBatch, batch_idx: int) -> dict[str, list[str]]:
+        """Generated answers, returned so that callbacks (e.g. pictures) see them as ``outputs``."""
+        return {"predictions": self._evaluate(batch, "val")}
 
-    def test_step(self, batch: VisionLanguageBatch, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+    def test_step(self, batch: VisionLanguageBatch, batch_idx: int) -> dict[str, list[str]]:
+        return {"predictions": self._evaluate(batch, "test")}
 
     def _log_metrics(self, stage: str) -> None:
         if self.metrics is not None:
