@@ -15,23 +15,23 @@ ROOT = Path(__file__).resolve().parents[1]
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
-def run(script: str, overrides: list[str], tmp: Path, timeout: int = 600) -> Path:
-    """Run an entry point with logs and data under ``tmp``; return its run folder."""
-    args = [sys.executable, script, *overrides, f"paths.log_dir={tmp}/logs", f"paths.data_dir={tmp}/data"]
+def run(script: str, overrides: list[str], tmp: Path, name: str, timeout: int = 600) -> Path:
+    """Run an entry point with data under ``tmp`` and its run folder at ``tmp/runs/name``; return the folder."""
+    run_dir = tmp / "runs" / name
+    args = [
+        sys.executable,
+        script,
+        *overrides,
+        f"paths.log_dir={tmp}/logs",
+        f"paths.data_dir={tmp}/data",
+        f"hydra.run.dir={run_dir}",
+    ]
     result = subprocess.run(
         args, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, **OFFLINE}
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    (config,) = [
-        p
-        for p in (tmp / "logs").glob("*/runs/*/.hydra/config.yaml")
-        if p.stat().st_mtime >= (tmp / "logs").stat().st_mtime - 1 and p.parent.parent.name not in _seen
-    ]
-    _seen.add(config.parent.parent.name)
-    return config.parent.parent
-
-
-_seen: set[str] = set()
+    assert (run_dir / ".hydra" / "config.yaml").exists()
+    return run_dir
 
 
 def scalars(run_dir: Path) -> EventAccumulator:
@@ -44,7 +44,7 @@ def scalars(run_dir: Path) -> EventAccumulator:
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """`make demo`: train.py experiment=ct_report_sft preset=tiny (synthetic data written on first use)."""
     tmp = tmp_path_factory.mktemp("demo")
-    return run("train.py", ["experiment=ct_report_sft", "preset=tiny"], tmp), tmp
+    return run("train.py", ["experiment=ct_report_sft", "preset=tiny"], tmp, "demo"), tmp
 
 
 @pytest.mark.slow
@@ -69,7 +69,9 @@ def test_demo_halves_the_loss_and_logs_validation_metrics(demo_run: tuple[Path, 
 def test_evaluate_writes_predictions_metrics_and_tensorboard(demo_run: tuple[Path, Path]) -> None:
     train_dir, tmp = demo_run
     ckpt = train_dir / "checkpoints" / "last.ckpt"
-    run_dir = run("evaluate.py", ["experiment=ct_report_sft", "preset=tiny", f"ckpt_path={ckpt}"], tmp)
+    run_dir = run(
+        "evaluate.py", ["experiment=ct_report_sft", "preset=tiny", f"ckpt_path={ckpt}"], tmp, "evaluate"
+    )
     predictions = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
     test_rows = json.loads((tmp / "data" / "synthetic" / "ct_report" / "test.json").read_text())
     assert [p["id"] for p in predictions] == [r["id"] for r in test_rows]
@@ -92,6 +94,7 @@ def test_qwen3_tiny_trains_through_the_same_command(tmp_path: Path) -> None:
             "trainer.check_val_every_n_epoch=1",
         ],
         tmp_path,
+        "qwen3",
     )
     assert "val/report/rouge_l" in scalars(run_dir).Tags()["scalars"]
 
