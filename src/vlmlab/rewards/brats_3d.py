@@ -68,6 +68,7 @@ __all__ = [
     "has_repetition",
     "parse_answer",
     "score",
+    "valid_answer",
 ]
 
 DEFAULT_WEIGHTS: dict[str, float] = {
@@ -145,7 +146,7 @@ def parse_answer(completion: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _valid_answer(answer: Mapping[str, Any]) -> bool:
+def valid_answer(answer: Mapping[str, Any]) -> bool:
     """The required fields with the right types: an ordered box of 6 numbers, two numbers."""
     box = _box(answer.get("bbox_3d"))
     if box is None or any(box[k] > box[k + 3] for k in range(3)):
@@ -233,9 +234,7 @@ def score(
             if think is not None and think.group(1).strip().lower().startswith(VIDEO_KEYWORD)
             else 0.0
         ),
-        "json_format": DEFAULT_WEIGHTS["json_format"]
-        if answer is not None and _valid_answer(answer)
-        else 0.0,
+        "json_format": DEFAULT_WEIGHTS["json_format"] if answer is not None and valid_answer(answer) else 0.0,
         **_geometric_points(answer, target),
         "non_repetition": 0.0 if has_repetition(text) else DEFAULT_WEIGHTS["non_repetition"],
     }

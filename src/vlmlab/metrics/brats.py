@@ -1,0 +1,134 @@
+"""3D brain-tumour detection metrics (seed 003), shared by validation and evaluate.py.
+
+Answers are read exactly as the reward reads them (:mod:`vlmlab.rewards.brats_3d`): the JSON object of
+the first ``<answer>...</answer>`` (:func:`~vlmlab.rewards.brats_3d.parse_answer`), boxes compared with
+:func:`~vlmlab.rewards.brats_3d.box_iou_3d`, all in the frame coordinates of the target.
+
+Conventions:
+
+* ``format_valid``: the fraction of answers that earn the reward's ``json_format`` (valid JSON with an
+  ordered 6-number ``bbox_3d`` and numeric ``peak_slice`` and ``tumor_ratio``).
+* ``iou_3d`` (mean) and ``hit_at_{m}`` are over **all** answers: an answer without a readable box
+  has IoU 0. As the reward, the box is judged on its own field: a valid ``bbox_3d`` in an answer whose
+  other fields are broken still counts. A hit is ``IoU >= m`` (detection convention, with a tolerance
+  of :data:`TOLERANCE`); note that the reward's tiers are strict (``IoU > m``, seed 003).
+* ``peak_slice_mae`` (frames) and ``tumor_ratio_rel_error`` (``|pred - true| / true``) are over the
+  **format-valid** answers only, so ``format_valid`` is exactly their coverage. No penalty value is
+  substituted for a missing answer: there is no natural worst error (a penalty such as the frame count
+  would depend on the video length and mix a format failure into a geometric error), and format
+  failures are already charged to ``iou_3d`` / ``hit_at_*`` and reported by ``format_valid``. Read the
+  errors together with ``format_valid``.
+* A mean over no answers is NaN (no sample, or no valid answer for the two errors).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torchmetrics import Metric
+
+from vlmlab.rewards.brats_3d import box_iou_3d, parse_answer, valid_answer
+from vlmlab.rewards.numbers import finite_number
+
+__all__ = ["TOLERANCE", "AnswerScore", "BratsDetectionMetrics", "check_target", "score_answer"]
+
+TOLERANCE = 1e-9
+
+AnswerScore = tuple[float, bool, float | None, float | None]
+
+
+def check_target(target: Mapping[str, Any]) -> None:
+    """Raise ValueError unless ``target`` has a non-degenerate ``bbox_3d``, a numeric ``peak_slice`` and a
+    ``tumor_ratio`` > 0 (the relative error divides by it)."""
+    if not isinstance(target, Mapping):
+        raise ValueError(f"BraTS target must be a dict, got {type(target).__name__}")
+    box = target.get("bbox_3d")
+    numbers = (
+        [finite_number(v) for v in box]
+        if isinstance(box, Sequence) and not isinstance(box, str) and len(box) == 6
+        else None
+    )
+    if (
+        numbers is None
+        or any(v is None for v in numbers)
+        or any(numbers[k] >= numbers[k + 3] for k in range(3))
+    ):
+        raise ValueError(f"target bbox_3d must be [x1, y1, z1, x2, y2, z2] with x1 < x2 ..., got {box!r}")
+    if finite_number(target.get("peak_slice")) is None:
+        raise ValueError(f"target peak_slice must be a number, got {target.get('peak_slice')!r}")
+    ratio = finite_number(target.get("tumor_ratio"))
+    if ratio is None or ratio <= 0:
+        raise ValueError(f"target tumor_ratio must be a number > 0, got {target.get('tumor_ratio')!r}")
+
+
+def score_answer(completion: str, target: Mapping[str, Any]) -> AnswerScore:
+    """``(iou, format_valid, peak_slice_error, tumor_ratio_rel_error)`` of one answer; the two errors are
+    None unless the answer is format-valid. ``target`` must pass :func:`check_target`. Never raises on
+    any completion."""
+    answer = parse_answer(completion) if isinstance(completion, str) else None
+    if answer is None:
+        return 0.0, False, None, None
+    iou = box_iou_3d(answer.get("bbox_3d"), target["bbox_3d"])
+    if not valid_answer(answer):
+        return iou, False, None, None
+    peak_error = abs(float(answer["peak_slice"]) - float(target["peak_slice"]))
+    # A valid but astronomically large number may overflow to inf here: the mean is then inf, truthfully.
+    ratio_error = abs(float(answer["tumor_ratio"]) - float(target["tumor_ratio"])) / float(
+        target["tumor_ratio"]
+    )
+    return iou, True, peak_error, ratio_error
+
+
+class BratsDetectionMetrics(Metric):
+    """Mean 3D IoU, hit rates, peak-slice MAE, tumour-ratio relative error and format validity.
+
+    Keys of :meth:`compute`: ``iou_3d``, ``hit_at_{m}`` for each threshold (``hit_at_0.3``...),
+    ``peak_slice_mae``, ``tumor_ratio_rel_error``, ``format_valid``; logged as ``{stage}/brats/{key}``.
+    States are sums (``dist_reduce_fx="sum"``), so ``compute`` is exact across DDP ranks.
+    """
+
+    group = "brats"
+    full_state_update = False
+
+    def __init__(self, thresholds: Sequence[float] = (0.3, 0.5, 0.7)) -> None:
+        super().__init__()
+        values = [float(m) for m in thresholds]
+        if not values or any(not (0.0 < m <= 1.0) for m in values) or len(set(values)) != len(values):
+            raise ValueError(f"thresholds must be distinct numbers in (0, 1], got {list(thresholds)!r}")
+        self.thresholds = tuple(values)
+        self.add_state("iou_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("hits", torch.zeros(len(values), dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("peak_error_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("ratio_error_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("valid", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("total", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, predictions: list[str], targets: list[dict[str, Any]]) -> None:
+        """predictions: generated texts; targets: their BraTS targets (frame coordinates, same length)."""
+        if len(predictions) != len(targets):
+            raise ValueError(f"{len(predictions)} predictions for {len(targets)} targets")
+        for target in targets:
+            check_target(target)
+        scored = [score_answer(text, target) for text, target in zip(predictions, targets, strict=True)]
+        ious = torch.tensor([s[0] for s in scored], dtype=torch.float64, device=self.device)
+        thresholds = torch.tensor(self.thresholds, dtype=torch.float64, device=self.device)
+        self.iou_sum += ious.sum()
+        self.hits += (ious[:, None] >= thresholds[None, :] - TOLERANCE).sum(0)
+        valid = [s for s in scored if s[1]]
+        self.peak_error_sum += sum(s[2] for s in valid)
+        self.ratio_error_sum += sum(s[3] for s in valid)
+        self.valid += len(valid)
+        self.total += len(scored)
+
+    def compute(self) -> dict[str, float]:
+        total, valid = int(self.total), int(self.valid)
+        out = {"iou_3d": float(self.iou_sum) / total if total else math.nan}
+        for m, hits in zip(self.thresholds, self.hits.tolist(), strict=True):
+            out[f"hit_at_{m:g}"] = hits / total if total else math.nan
+        out["peak_slice_mae"] = float(self.peak_error_sum) / valid if valid else math.nan
+        out["tumor_ratio_rel_error"] = float(self.ratio_error_sum) / valid if valid else math.nan
+        out["format_valid"] = valid / total if total else math.nan
+        return out
