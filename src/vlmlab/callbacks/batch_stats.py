@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.data import extract_batch_size
 
 log = logging.getLogger(__name__)
@@ -25,10 +27,11 @@ def batch_size_of(batch: Any) -> int:
 
 class BatchSizeStats(pl.Callback):
     """Record each training batch's size; every ``logging_interval`` batches log the window's
-    ``train/batch_size/{avg,min,max}`` through ``pl_module.log`` and one line to python logging.
+    ``train/batch_size/{avg,min,max}`` through ``pl_module.log``, the window's sizes as the TensorBoard
+    histogram ``train/batch_size`` (every TensorBoardLogger), and one line to python logging.
 
     The sizes are this rank's (with a duration-bucketing sampler they differ between ranks); the
-    python log line is written on global rank 0 only. ``history`` keeps one dict per logged window.
+    histogram and the python log line are written on global rank 0 only. ``history`` keeps one dict per logged window.
     """
 
     def __init__(self, logging_interval: int = 10):
@@ -50,11 +53,19 @@ class BatchSizeStats(pl.Callback):
             # batch_size given so Lightning does not try to infer it from the batch object.
             pl_module.log(f"train/batch_size/{name}", value, on_step=True, on_epoch=False, batch_size=1)
         self.history.append({"step": float(trainer.global_step), **stats})
-        if trainer.is_global_zero:
-            log.info(
-                "Step %d: batch_size avg=%.1f, min=%d, max=%d",
-                trainer.global_step,
-                stats["avg"],
-                stats["min"],
-                stats["max"],
-            )
+        if not trainer.is_global_zero:
+            return
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                # Integer-wide bins: the default "tensorflow" bins would smear sizes like 3 and 4 together.
+                bins = np.arange(min(sizes) - 0.5, max(sizes) + 1.5)
+                logger.experiment.add_histogram(
+                    "train/batch_size", np.asarray(sizes), trainer.global_step, bins=bins
+                )
+        log.info(
+            "Step %d: batch_size avg=%.1f, min=%d, max=%d",
+            trainer.global_step,
+            stats["avg"],
+            stats["min"],
+            stats["max"],
+        )
