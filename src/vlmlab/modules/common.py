@@ -11,6 +11,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from peft import PeftModel
+from pytorch_lightning.strategies import DeepSpeedStrategy
 from transformers import ProcessorMixin
 
 from vlmlab.models.backbone import BackboneSpec
@@ -38,12 +39,45 @@ class TrainableWeightsCheckpoint(pl.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "state_dict" not in checkpoint:
+            return  # DeepSpeed: its engine restores the weights from the checkpoint directory itself
         missing = sorted(self.trainable_names() - set(checkpoint["state_dict"]))
         if missing:
             raise KeyError(
                 f"checkpoint lacks {len(missing)} trainable weight(s) of this model, e.g. {missing[:3]}: "
                 "was it trained with another model or LoRA config?"
             )
+
+
+def skip_nonfinite_loss(module: pl.LightningModule, loss: torch.Tensor, batch_ids: list[str]) -> bool:
+    """Whether this training step must be skipped because its loss is non-finite on any rank.
+
+    A non-finite loss is never applied. The decision is taken by all ranks together: under DDP a rank
+    that skipped alone would leave the others waiting in the gradient all-reduce. Lightning skips
+    backward and the optimizer step when ``training_step`` returns None, which DeepSpeed does not
+    support, so there the run stops with the step and batch named (resume with ``ckpt_path=last``).
+    """
+    finite = bool(torch.isfinite(loss.detach()).all())
+    try:
+        strategy = module.trainer.strategy
+    except RuntimeError:  # not attached to a trainer (a manual call)
+        strategy = None
+    if strategy is not None:
+        finite = strategy.reduce_boolean_decision(finite, all=True)
+    if finite:
+        return False
+    if isinstance(strategy, DeepSpeedStrategy):
+        raise FloatingPointError(
+            f"non-finite loss at step {module.global_step} (batch {batch_ids}, or another rank's): "
+            "DeepSpeed cannot skip a step; lower the learning rate or check the data, then resume"
+        )
+    log.warning(
+        "non-finite loss at step %d (batch %s, or another rank's): step skipped",
+        module.global_step,
+        batch_ids,
+    )
+    module.log("train/skipped_nonfinite", 1.0, on_step=True, reduce_fx="sum", batch_size=1)
+    return True
 
 
 def export_backbone(

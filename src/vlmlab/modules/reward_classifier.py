@@ -34,7 +34,12 @@ from vlmlab.data.collate import VisionLanguageBatch
 from vlmlab.metrics.classification import ClassificationMetrics, confusion_matrix_figure
 from vlmlab.models.backbone import BackboneSpec, count_parameters, last_hidden_state
 from vlmlab.models.lora import LoRASettings
-from vlmlab.modules.common import TrainableWeightsCheckpoint, export_backbone, write_predictions
+from vlmlab.modules.common import (
+    TrainableWeightsCheckpoint,
+    export_backbone,
+    skip_nonfinite_loss,
+    write_predictions,
+)
 from vlmlab.modules.optim import OptimSettings, configure_adamw
 
 log = logging.getLogger(__name__)
@@ -217,16 +222,8 @@ class RewardClassifierModule(TrainableWeightsCheckpoint):
     def training_step(self, batch: VisionLanguageBatch, batch_idx: int) -> torch.Tensor | None:
         logits = self(batch.inputs)
         loss = F.cross_entropy(logits.float(), batch.class_labels)
-        if not torch.isfinite(loss):
-            # Returning None makes Lightning skip backward and the optimizer step for this batch.
-            log.warning(
-                "non-finite loss %s at step %d (batch %s): step skipped",
-                loss.item(),
-                self.global_step,
-                batch.ids,
-            )
-            self.log("train/skipped_nonfinite", 1.0, on_step=True, reduce_fx="sum", batch_size=1)
-            return None
+        if skip_nonfinite_loss(self, loss, batch.ids):
+            return None  # Lightning skips backward and the optimizer step
         accuracy = (logits.argmax(-1) == batch.class_labels).float().mean()
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch))
         self.log("train/classify/accuracy", accuracy, on_step=False, on_epoch=True, batch_size=len(batch))

@@ -13,7 +13,12 @@ from transformers import ProcessorMixin
 
 from vlmlab.data.collate import IGNORE_INDEX, VisionLanguageBatch
 from vlmlab.models.backbone import BackboneSpec, count_parameters, last_hidden_state, lm_head
-from vlmlab.modules.common import TrainableWeightsCheckpoint, export_backbone, write_predictions
+from vlmlab.modules.common import (
+    TrainableWeightsCheckpoint,
+    export_backbone,
+    skip_nonfinite_loss,
+    write_predictions,
+)
 from vlmlab.modules.generation import GenerationSettings, generate
 from vlmlab.modules.optim import OptimSettings, configure_adamw
 
@@ -71,16 +76,8 @@ class SFTModule(TrainableWeightsCheckpoint):
 
     def training_step(self, batch: VisionLanguageBatch, batch_idx: int) -> torch.Tensor | None:
         loss = assistant_token_loss(self.model, batch.inputs, batch.labels)
-        if not torch.isfinite(loss):
-            # Returning None makes Lightning skip backward and the optimizer step for this batch.
-            log.warning(
-                "non-finite loss %s at step %d (batch %s): step skipped",
-                loss.item(),
-                self.global_step,
-                batch.ids,
-            )
-            self.log("train/skipped_nonfinite", 1.0, on_step=True, reduce_fx="sum")
-            return None
+        if skip_nonfinite_loss(self, loss, batch.ids):
+            return None  # Lightning skips backward and the optimizer step
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch))
         self.log("train/tokens", (batch.labels != -100).sum().float(), on_step=True, reduce_fx="sum")
         return loss
