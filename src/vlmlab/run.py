@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -41,6 +44,30 @@ def build(cfg: DictConfig, **module_overrides: Any) -> Run:
     return Run(datamodule, module, trainer)
 
 
+_R = TypeVar("_R")
+
+
+def _logs_failure(run: Callable[[DictConfig], _R]) -> Callable[[DictConfig], _R]:
+    """Log an exception with its traceback, run folder and overrides, then re-raise it.
+
+    Hydra's launchers keep running the other jobs of a sweep and raise only at the end, so the failed
+    job's own log (``<run folder>/train.log``) is where its traceback must be.
+    """
+
+    @functools.wraps(run)
+    def logged(cfg: DictConfig) -> _R:
+        try:
+            return run(cfg)
+        except Exception:
+            folder = OmegaConf.select(cfg, "paths.output_dir", throw_on_resolution_failure=False)
+            overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+            log.exception("run failed: %s (overrides: %s)", folder, " ".join(overrides))
+            raise
+
+    return logged
+
+
+@_logs_failure
 def train(cfg: DictConfig) -> float | None:
     """Fit (and optionally test); returns ``cfg.optimized_metric`` for sweepers."""
     run = build(cfg)
@@ -52,6 +79,10 @@ def train(cfg: DictConfig) -> float | None:
         run.trainer.test(run.module, datamodule=run.datamodule, ckpt_path=best or None)
         metrics.update({k: float(v) for k, v in run.trainer.callback_metrics.items()})
     log.info("final metrics: %s", metrics)
+    if cfg.get("optimized_metric") and cfg.optimized_metric not in metrics:
+        log.warning(
+            "optimized_metric %s was not logged (no validation?): returning None", cfg.optimized_metric
+        )
     return metrics.get(cfg.get("optimized_metric") or "")
 
 
