@@ -116,4 +116,4 @@ def test_evaluate_refuses_a_missing_checkpoint(tmp_path: Path) -> None:
         timeout=300,
         env={**os.environ, **OFFLINE, "HYDRA_FULL_ERROR": "1"},
     )
-    assert result.returncode != 0 and "is not a checkpoint file" in result.stderr
+    assert result.returncode != 0 and "is not a checkpoint" in result.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,8 +90,11 @@ def train(cfg: DictConfig) -> float | None:
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Score ``cfg.ckpt_path`` on the test split: predictions.jsonl, metrics.json, TensorBoard."""
     checkpoint = Path(cfg.ckpt_path)
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path!r} is not a checkpoint file")
+    if not checkpoint.exists():
+        raise FileNotFoundError(
+            f"ckpt_path={cfg.ckpt_path!r} is not a checkpoint (a file, or a DeepSpeed checkpoint folder: "
+            "evaluate that with the same strategy)"
+        )
     run = build(cfg, predictions_file=cfg.predictions_file)
     if cfg.get("predict", False):
         # Prediction writers (callbacks, e.g. EpisodeRewardWriter) write what the predictions mean.
@@ -101,6 +105,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     results = run.trainer.test(run.module, datamodule=run.datamodule, ckpt_path=str(checkpoint))
     metrics = {k: float(v) for k, v in results[0].items()} if results else {}
     Path(cfg.metrics_file).parent.mkdir(parents=True, exist_ok=True)
-    Path(cfg.metrics_file).write_text(json.dumps(metrics, indent=2) + "\n")
+    # A mean over no samples is NaN, which strict JSON has no word for: it is written as null.
+    finite = {k: (v if math.isfinite(v) else None) for k, v in metrics.items()}
+    Path(cfg.metrics_file).write_text(json.dumps(finite, indent=2, allow_nan=False) + "\n")
     log.info("metrics: %s -> %s", metrics, cfg.metrics_file)
     return metrics
