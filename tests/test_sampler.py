@@ -426,3 +426,22 @@ def test_replicas_and_rank_default_from_torch_distributed(tmp_path: Path) -> Non
         assert sampler(HAND, 5.0, num_replicas=3, rank=2).num_replicas == 3  # explicit wins
     finally:
         dist.destroy_process_group()
+
+
+def test_lightning_sets_the_epoch_of_the_duration_sampler() -> None:
+    from lightning_fabric.utilities.data import _set_sampler_epoch
+
+    s = DurationBucketSampler([float(i) for i in range(1, 20)], 6.0, seed=1)
+    loader = DataLoader(list(range(19)), batch_sampler=s)
+    _set_sampler_epoch(loader, 3)  # what Lightning calls each epoch: it looks at batch_sampler.sampler
+    assert s.epoch == 3
+
+
+def test_resume_position_survives_an_iterator_that_never_started() -> None:
+    # torch's multi-worker iterator calls iter() on the batch sampler twice and drops the first one.
+    s = DurationBucketSampler([float(i) for i in range(1, 20)], 6.0, seed=1)
+    full = list(s)
+    s.load_state_dict({"epoch": 0, "batches_yielded": 2})
+    iter(s)
+    assert list(s) == full[2:]
+    assert list(s) == full

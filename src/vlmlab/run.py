@@ -72,6 +72,13 @@ def _logs_failure(run: Callable[[DictConfig], _R]) -> Callable[[DictConfig], _R]
 def train(cfg: DictConfig) -> float | None:
     """Fit (and optionally test); returns ``cfg.optimized_metric`` for sweepers."""
     run = build(cfg)
+    if cfg.get("ckpt_path") == "last" and not any(Path(cfg.paths.output_dir).glob("checkpoints/last*.ckpt")):
+        # Lightning would only warn and start from scratch; a new run folder is the usual reason.
+        log.warning(
+            "ckpt_path=last: no checkpoints/last.ckpt in %s, so training starts from scratch; to resume "
+            "another run pass hydra.run.dir=<its folder> ckpt_path=last, or ckpt_path=<path>",
+            cfg.paths.output_dir,
+        )
     if cfg.get("train", True):
         run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in run.trainer.callback_metrics.items()}

@@ -1,19 +1,23 @@
 """The LightningDataModule every data source extends: splits, validation at start, dataloaders,
-and optional duration bucketing of training batches."""
+optional duration bucketing of training batches, and the training position for exact resume."""
 
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+import torch
+from pytorch_lightning.trainer.states import TrainerFn
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
 from vlmlab.data.collate import QwenVLCollator
 from vlmlab.data.errors import DataError, DataProblem
-from vlmlab.data.sampler import DurationBatching, DurationBucketSampler
+from vlmlab.data.sampler import DurationBatching, DurationBucketSampler, ResumableSampler
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +31,9 @@ STAGE_SPLITS: dict[str, list[Split]] = {
 }
 
 
-def keep_good_rows(rows: list[Any], problems: list[DataProblem], on_bad_sample: OnBadSample, path: Path) -> list[Any]:
+def keep_good_rows(
+    rows: list[Any], problems: list[DataProblem], on_bad_sample: OnBadSample, path: Path
+) -> list[Any]:
     """Apply the ``on_bad_sample`` policy: raise every problem at once, or drop the bad rows *and say so*."""
     if not problems:
         return rows
@@ -46,7 +52,9 @@ def dataset_costs(dataset: Dataset) -> list[float]:
         return [c for part in dataset.datasets for c in dataset_costs(part)]
     costs = getattr(dataset, "sample_costs", None)
     if costs is None:
-        raise NotImplementedError(f"{type(dataset).__name__} has no sample_costs(): duration batching needs one")
+        raise NotImplementedError(
+            f"{type(dataset).__name__} has no sample_costs(): duration batching needs one"
+        )
     return list(costs())
 
 
@@ -61,6 +69,14 @@ class VisionLanguageDataModule(pl.LightningDataModule):
     on_bad_sample: ``raise`` stops at start naming file, row and field; ``skip`` drops and counts.
     duration_batching: pack training batches by per-sample cost (:class:`DurationBatching`, or a
         mapping of its fields) instead of a fixed ``batch_size``; None: fixed batches.
+    seed: seeds the training order (epoch ``e`` shuffles with ``seed + e``) and the loaders' worker
+        seeds; None: the process's torch seed (``seed_everything(cfg.seed)``: the run's ``seed``).
+
+    Exact resume: Lightning stores :meth:`state_dict` (the epoch and how many training batches were
+    trained on in it) in every checkpoint; after :meth:`load_state_dict` the next training loader
+    yields the rest of that epoch, exactly the batches an uninterrupted run would have seen (for any
+    ``num_workers``: the count comes from the trainer, not from how far the sampler ran ahead).
+    Data loading never draws from the global RNG, so it does not shift the training RNG stream.
     """
 
     def __init__(
@@ -76,6 +92,7 @@ class VisionLanguageDataModule(pl.LightningDataModule):
         synthesize: bool = False,
         on_bad_sample: OnBadSample = "raise",
         duration_batching: DurationBatching | Mapping[str, Any] | None = None,
+        seed: int | None = None,
     ):
         super().__init__()
         if on_bad_sample not in ("raise", "skip"):
@@ -91,7 +108,10 @@ class VisionLanguageDataModule(pl.LightningDataModule):
         if isinstance(duration_batching, Mapping):
             duration_batching = DurationBatching(**duration_batching)
         self.duration_batching = duration_batching
+        # torch.initial_seed() is up to 64 bits; seed + epoch must stay a valid generator seed.
+        self.seed = (torch.initial_seed() if seed is None else seed) % 2**62
         self.datasets: dict[Split, Dataset] = {}
+        self._resume_position: dict[str, Any] | None = None  # from load_state_dict, used once
 
     def split_path(self, split: Split) -> Path | None:
         name = self.files[split]
@@ -122,7 +142,7 @@ class VisionLanguageDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         if self.synthesize and not self.has_data():
             log.info("writing a synthetic dataset to %s", self.root)
-            self.write_synthetic(self.root)
+            write_atomically(self.root, self.write_synthetic)
 
     def setup(self, stage: str | None = None) -> None:
         for split in STAGE_SPLITS.get(stage or "fit", ["train", "val", "test"]):
@@ -132,7 +152,9 @@ class VisionLanguageDataModule(pl.LightningDataModule):
             if dataset is None:
                 continue
             if len(dataset) == 0:
-                raise DataError.one(self.split_path(split) or self.root, "-", "rows", f"the {split} split is empty")
+                raise DataError.one(
+                    self.split_path(split) or self.root, "-", "rows", f"the {split} split is empty"
+                )
             self.datasets[split] = dataset
 
     def sample_costs(self, split: Split) -> list[float]:
@@ -149,19 +171,61 @@ class VisionLanguageDataModule(pl.LightningDataModule):
             raise RuntimeError("the datamodule needs a collator (train.py passes the task's collator)")
         return self.collator
 
-    def _loader(self, split: Split, batch_size: int, shuffle: bool, collate: Callable) -> DataLoader:
+    def _generator(self) -> torch.Generator:
+        # The loader's own generator: its worker base seed is not drawn from the global torch RNG.
+        return torch.Generator().manual_seed(self.seed)
+
+    def _loader(
+        self, split: Split, batch_size: int, collate: Callable, sampler: Sampler | None = None
+    ) -> DataLoader:
         return DataLoader(
             self._dataset(split),
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=collate,
             persistent_workers=self.num_workers > 0,
+            generator=self._generator(),
         )
 
-    def _bucketed_loader(self, batching: DurationBatching) -> DataLoader:
+    def _distributed(self) -> bool:
         trainer = self.trainer
-        if trainer is not None and trainer.world_size > 1 and trainer._accelerator_connector.use_distributed_sampler:
+        return (
+            trainer is not None
+            and trainer.world_size > 1
+            and trainer._accelerator_connector.use_distributed_sampler
+        )
+
+    def _start_epoch(self, position: dict[str, Any] | None) -> int:
+        if position is not None:
+            return int(position["epoch"])
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def _shuffled_loader(self, position: dict[str, Any] | None) -> DataLoader:
+        # Under DDP with use_distributed_sampler each rank takes its share (as Lightning's DistributedSampler).
+        kwargs = self.trainer.distributed_sampler_kwargs if self._distributed() else None
+        num_replicas, rank = (kwargs["num_replicas"], kwargs["rank"]) if kwargs else (1, 0)
+        dataset = self._dataset("train")
+        if position is not None:
+            mine = {"num_samples": len(dataset), "batch_size": self.batch_size, "num_replicas": num_replicas}
+            for key, value in mine.items():
+                if position.get(key, value) != value:
+                    raise ValueError(
+                        f"cannot resume the training epoch: the checkpoint was written with {key}="
+                        f"{position[key]}, this run has {value}. Resume with the same data, data.batch_size "
+                        "and devices, or start a new run from its weights (model.init_from=<checkpoint>)"
+                    )
+        seed = int(position.get("seed", self.seed)) if position is not None else self.seed
+        sampler = ResumableSampler(
+            len(dataset), shuffle=True, seed=seed, num_replicas=num_replicas, rank=rank
+        )
+        sampler.set_epoch(self._start_epoch(position))
+        if position is not None:
+            sampler.resume(int(position["epoch"]), int(position["batches"]) * self.batch_size)
+        return self._loader("train", self.batch_size, self._collator().train, sampler=sampler)
+
+    def _bucketed_loader(self, batching: DurationBatching, position: dict[str, Any] | None) -> DataLoader:
+        if self._distributed():
             raise ValueError(
                 "data.duration_batching splits batches across ranks itself: set trainer.use_distributed_sampler=false"
             )
@@ -174,26 +238,94 @@ class VisionLanguageDataModule(pl.LightningDataModule):
             shuffle=batching.shuffle,
             seed=batching.seed,
         )
-        if trainer is not None:
-            sampler.set_epoch(trainer.current_epoch)
+        sampler.set_epoch(self._start_epoch(position))
+        if position is not None:
+            # Raises on another seed, world size or packing (the position would mean other batches).
+            sampler.load_state_dict(
+                {
+                    "epoch": position["epoch"],
+                    "batches_yielded": position["batches"],
+                    "num_replicas": position.get("num_replicas", sampler.num_replicas),
+                    "num_batches": position.get("num_batches", len(sampler.packed_batches)),
+                }
+            )
         return DataLoader(
             self._dataset("train"),
             batch_sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=self._collator().train,
             persistent_workers=self.num_workers > 0,
+            generator=self._generator(),
         )
 
     def train_dataloader(self) -> DataLoader:
+        position, self._resume_position = self._resume_position, None
         if self.duration_batching is not None:
-            return self._bucketed_loader(self.duration_batching)
-        return self._loader("train", self.batch_size, shuffle=True, collate=self._collator().train)
+            return self._bucketed_loader(self.duration_batching, position)
+        return self._shuffled_loader(position)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.eval_batch_size, shuffle=False, collate=self._collator().eval)
+        return self._loader("val", self.eval_batch_size, self._collator().eval)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_batch_size, shuffle=False, collate=self._collator().eval)
+        return self._loader("test", self.eval_batch_size, self._collator().eval)
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
+
+    # ----------------------------------------------------------------------------- resume
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training position Lightning saves in checkpoints: ``{"train_position": {epoch, batches,
+        ...}}``, ``batches`` being the batches of ``epoch`` already trained on (a finished epoch is
+        saved as the next epoch at batch 0). Empty outside of fitting."""
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != TrainerFn.FITTING or trainer.train_dataloader is None:
+            return {}
+        # processed: batches whose step ran; Lightning's restore counts the same ones as done.
+        batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        epoch = trainer.current_epoch
+        if batches >= trainer.num_training_batches:
+            epoch, batches = epoch + 1, 0
+        position: dict[str, Any] = {"epoch": epoch, "batches": batches, "seed": self.seed}
+        loader = trainer.train_dataloader
+        sampler = getattr(loader, "batch_sampler", None)
+        if isinstance(sampler, DurationBucketSampler):
+            position.update(num_replicas=sampler.num_replicas, num_batches=len(sampler.packed_batches))
+        else:
+            kwargs = trainer.distributed_sampler_kwargs if self._distributed() else None
+            position.update(
+                num_samples=len(self.datasets["train"]),
+                batch_size=self.batch_size,
+                num_replicas=kwargs["num_replicas"] if kwargs else 1,
+            )
+        return {"train_position": position}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Keep the checkpoint's training position for the next :meth:`train_dataloader`."""
+        self._resume_position = dict(state_dict["train_position"]) if "train_position" in state_dict else None
+
+
+def write_atomically(root: Path, write: Callable[[Path], None]) -> None:
+    """Write a folder with ``write(folder)`` so that no reader ever sees it half written.
+
+    Jobs of a sweep may start at once and each write the same synthetic dataset on first use: each
+    writes into its own temporary sibling and renames it into place; the first rename wins and the
+    others discard their copy (the writers are deterministic, so the copies are equal).
+    """
+    root = Path(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        write(scratch)
+        if root.exists() and not any(root.iterdir()):
+            root.rmdir()  # an empty folder (e.g. made by hand) holds no data: take its place
+        try:
+            scratch.rename(root)
+        except OSError:
+            if not root.exists():
+                raise
+            log.info("%s exists already (written by another job meanwhile?): keeping it", root)
+    finally:
+        if scratch.exists():
+            shutil.rmtree(scratch)

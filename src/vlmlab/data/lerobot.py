@@ -600,6 +600,7 @@ class LeRobotRewardDataModule(VisionLanguageDataModule):
         on_bad_sample: OnBadSample = "raise",
         predict_episodes: Sequence[int] | None = None,
         duration_batching: DurationBatching | Mapping[str, Any] | None = None,
+        seed: int | None = None,
     ):
         super().__init__(
             root=root,
@@ -613,6 +614,7 @@ class LeRobotRewardDataModule(VisionLanguageDataModule):
             synthesize=synthesize,
             on_bad_sample=on_bad_sample,
             duration_batching=duration_batching,
+            seed=seed,
         )
         self.repo_id = repo_id
         self.cameras = tuple(cameras)

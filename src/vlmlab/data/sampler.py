@@ -43,11 +43,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler, Sampler
 
 __all__ = [
     "DurationBatching",
     "DurationBucketSampler",
+    "ResumableSampler",
+    "epoch_indices",
     "estimate_vision_tokens",
     "pack_by_duration",
     "qwen_resized_size",
@@ -296,6 +298,13 @@ class DurationBucketSampler(Sampler[list[int]]):
         """All ranks' batches in packing order (ascending duration), before shuffling and padding."""
         return [list(b) for b in self._batches]
 
+    @property
+    def sampler(self) -> DurationBucketSampler:
+        """Itself. Lightning calls ``set_epoch`` each epoch on ``loader.sampler`` and on
+        ``loader.batch_sampler.sampler``, never on the batch sampler: without this every epoch would
+        repeat epoch 0's order."""
+        return self
+
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch's batch order; a pending resume position is kept only for the same epoch."""
         if epoch != self.epoch:
@@ -330,12 +339,15 @@ class DurationBucketSampler(Sampler[list[int]]):
         return [len(b) for b in self.rank_batches()]
 
     def __iter__(self) -> Iterator[list[int]]:
-        # Not a generator function: the position is reset when iteration starts, not at the first next().
-        start, self._resume_from = self._resume_from, 0
+        # Not a generator function: the order and the count are set when iteration starts, not at the
+        # first next(). The resume position is cleared only by the first next(): torch's worker
+        # iterator calls iter() twice and throws the first iterator away unused.
+        start = self._resume_from
         self._yielded = start
         return self._yield_from(self.rank_batches()[start:])
 
     def _yield_from(self, batches: list[list[int]]) -> Iterator[list[int]]:
+        self._resume_from = 0
         for batch in batches:
             self._yielded += 1
             yield batch
@@ -374,3 +386,101 @@ class DurationBucketSampler(Sampler[list[int]]):
         self.epoch = epoch
         self._resume_from = done
         self._yielded = done
+
+
+def epoch_indices(
+    num_samples: int,
+    epoch: int,
+    seed: int,
+    shuffle: bool = True,
+    num_replicas: int = 1,
+    rank: int = 0,
+    drop_last: bool = False,
+) -> list[int]:
+    """Rank ``rank``'s sample order of ``epoch``: exactly ``torch.utils.data.DistributedSampler``'s.
+
+    The order of all ``num_samples`` is ``randperm`` from a generator seeded with ``seed + epoch``
+    (or ``0..n-1`` without shuffle), padded by repeating its head (or, with ``drop_last``, truncated)
+    to a multiple of ``num_replicas``; rank ``r`` takes positions ``r, r + R, r + 2R, ...``.
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    if not 0 <= rank < num_replicas:
+        raise ValueError(f"rank must be in [0, {num_replicas - 1}], got {rank}")
+    if drop_last and num_samples % num_replicas:
+        per_rank = math.ceil((num_samples - num_replicas) / num_replicas)
+    else:
+        per_rank = math.ceil(num_samples / num_replicas)
+    total = per_rank * num_replicas
+    if shuffle:
+        generator = torch.Generator()
+        generator.manual_seed(seed + epoch)
+        order = torch.randperm(num_samples, generator=generator).tolist()
+    else:
+        order = list(range(num_samples))
+    if total > num_samples:
+        order = (order * math.ceil(total / num_samples))[:total]
+    return order[:total][rank:total:num_replicas]
+
+
+class ResumableSampler(DistributedSampler):
+    """A shuffling sampler that can continue an epoch where a checkpoint left it.
+
+    The order is :func:`epoch_indices` (``DistributedSampler``'s, so it is one: Lightning does not
+    replace it under DDP). :meth:`resume` makes the next iteration of that epoch skip the samples
+    already trained on; ``len()`` stays the whole epoch's (Lightning counts the skipped batches as done).
+
+    num_samples: dataset size. num_replicas / rank: explicit (1 / 0 on one process).
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        drop_last: bool = False,
+    ):
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        super().__init__(
+            range(num_samples),
+            num_replicas=num_replicas,
+            rank=rank,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=drop_last,
+        )
+        self._skip = 0  # samples the next iteration of self.epoch skips
+
+    def resume(self, epoch: int, samples_done: int) -> None:
+        """The next iteration yields epoch ``epoch`` from its ``samples_done``-th sample (of this rank)."""
+        if not 0 <= samples_done <= self.num_samples:
+            raise ValueError(f"samples_done={samples_done} is outside [0, {self.num_samples}]")
+        self.epoch = epoch
+        self._skip = samples_done
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch; a pending resume position is kept only for the same epoch."""
+        if epoch != self.epoch:
+            self._skip = 0
+        super().set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        # The order is fixed when iteration starts; the skip is cleared by the first next() (torch's
+        # worker iterator calls iter() twice and throws the first iterator away unused).
+        order = epoch_indices(
+            len(self.dataset),
+            self.epoch,
+            self.seed,
+            self.shuffle,
+            self.num_replicas,
+            self.rank,
+            self.drop_last,
+        )
+        return self._yield_from(order, self._skip)
+
+    def _yield_from(self, order: list[int], start: int) -> Iterator[int]:
+        self._skip = 0
+        yield from order[start:]
