@@ -47,7 +47,12 @@ from vlmlab.models.vision import (
     reorder_media,
     text_inputs,
 )
-from vlmlab.modules.common import TrainableWeightsCheckpoint, export_backbone, write_predictions
+from vlmlab.modules.common import (
+    TrainableWeightsCheckpoint,
+    export_backbone,
+    skip_nonfinite_loss,
+    write_predictions,
+)
 from vlmlab.modules.generation import GenerationSettings, generate
 from vlmlab.modules.optim import OptimSettings, configure_adamw
 from vlmlab.rl.grpo import (
@@ -269,10 +274,8 @@ class GRPOModule(TrainableWeightsCheckpoint):
             beta=self.grpo.beta,
             max_completion_length=self.generation.max_new_tokens,
         )
-        if not torch.isfinite(loss):
-            log.warning("non-finite GRPO loss at step %d: step skipped", self.global_step)
-            self.log("train/skipped_nonfinite", 1.0, reduce_fx="sum")
-            return None
+        if skip_nonfinite_loss(self, loss, list(dict.fromkeys(rollout.ids))):
+            return None  # Lightning skips backward and the optimizer step
         logged = {"train/loss": loss.detach()}
         for name in ("kl", "clip_ratio_low", "clip_ratio_high", "clip_ratio_region"):
             if getattr(stats, name, None) is not None:
