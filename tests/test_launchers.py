@@ -210,7 +210,7 @@ def test_local_launcher_runs_a_two_job_sweep_each_in_its_own_folder(tmp_path: Pa
     assert result.returncode == 0, result.stderr[-4000:]
     (sweep,) = (tmp_path / "logs" / "ct_report_sft" / "multiruns").iterdir()
     assert (sweep / "multirun.yaml").is_file()
-    results = sorted(sweep.glob(".submitit/*/*_result.pkl"))
+    results = sorted(sweep.glob(".submitit/*_result.pkl"))
     assert len(results) == 2
     for result_pickle in results:
         outcome, job = pickle_load(result_pickle)
@@ -233,7 +233,8 @@ def requeued_job_dir(result_pickle: Path) -> Path:
     A requeue (Lightning's `scontrol requeue`) reruns `submitit.core._submit` on the same pickle: the
     launcher recomposes the job's config from it, as this does, later and in another process.
     """
-    submitted = DelayedSubmission.load(result_pickle.parent / f"{result_pickle.parent.name}_submitted.pkl")
+    job_id = result_pickle.name.split("_")[0]
+    submitted = DelayedSubmission.load(result_pickle.parent / f"{job_id}_submitted.pkl")
     launcher = submitted.function
     overrides, _, job_num, _, singletons = submitted.args
     saved = Singleton.get_state()  # the ConfigStore and OmegaConf's resolvers

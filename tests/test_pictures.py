@@ -271,13 +271,9 @@ SHORT = [
 
 
 def pictures_overrides(draw: str, num_samples: int = 2) -> list[str]:
-    key = "+callbacks.prediction_pictures"
-    return [
-        f"{key}._target_=vlmlab.callbacks.pictures.PredictionPictures",
-        f"{key}.draw._target_=vlmlab.callbacks.pictures.{draw}",
-        f"{key}.draw._partial_=true",
-        f"{key}.num_samples={num_samples}",
-    ]
+    """The experiment's own ``callbacks.prediction_pictures`` (no ``+``: it must be configured there)."""
+    key = "callbacks.prediction_pictures"
+    return [f"{key}.draw._target_=vlmlab.callbacks.pictures.{draw}", f"{key}.num_samples={num_samples}"]
 
 
 @pytest.fixture(scope="module")

@@ -204,7 +204,6 @@ def test_resume_with_another_batch_size_is_refused(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- tiny Qwen-VL runs through train()
 
-RNG = "+callbacks.rng_state._target_=vlmlab.callbacks.rng_state.RNGState"
 SMALL_CT = "+data.synth_cases=12"  # a smaller synthetic set writes faster; an epoch uses 6 cases
 
 
@@ -275,7 +274,6 @@ def quick(every: int) -> list[str]:
         "callbacks.hf_export=null",
         "callbacks.progress_bar=null",
         "callbacks.model_summary=null",
-        RNG,
     ]
 
 

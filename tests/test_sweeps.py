@@ -92,7 +92,7 @@ def test_submitit_launcher_runs_every_job_and_raises_the_failure_at_the_end(tmp_
         GlobalHydra.instance().hydra.multirun("train", task, overrides, with_log_configuration=False)
     GlobalHydra.instance().clear()
     jobs = [
-        pickle_load(p)[1] for p in sorted(tmp_path.glob("logs/train/multiruns/*/.submitit/*/*_result.pkl"))
+        pickle_load(p)[1] for p in sorted(tmp_path.glob("logs/train/multiruns/*/.submitit/*_result.pkl"))
     ]
     returns = {job.hydra_cfg.hydra.job.num: job for job in jobs}
     assert set(returns) == {0, 1}
