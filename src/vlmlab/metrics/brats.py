@@ -28,14 +28,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torchmetrics import Metric
 
+from vlmlab.metrics.iou import TOLERANCE, IoUHitMetric
 from vlmlab.rewards.brats_3d import box_iou_3d, parse_answer, valid_answer
 from vlmlab.rewards.numbers import finite_number
 
 __all__ = ["TOLERANCE", "AnswerScore", "BratsDetectionMetrics", "check_target", "score_answer"]
 
-TOLERANCE = 1e-9
 
 AnswerScore = tuple[float, bool, float | None, float | None]
 
@@ -82,7 +81,7 @@ def score_answer(completion: str, target: Mapping[str, Any]) -> AnswerScore:
     return iou, True, peak_error, ratio_error
 
 
-class BratsDetectionMetrics(Metric):
+class BratsDetectionMetrics(IoUHitMetric):
     """Mean 3D IoU, hit rates, peak-slice MAE, tumour-ratio relative error and format validity.
 
     Keys of :meth:`compute`: ``iou_3d``, ``hit_at_{m}`` for each threshold (``hit_at_0.3``...),
@@ -91,20 +90,12 @@ class BratsDetectionMetrics(Metric):
     """
 
     group = "brats"
-    full_state_update = False
 
     def __init__(self, thresholds: Sequence[float] = (0.3, 0.5, 0.7)) -> None:
-        super().__init__()
-        values = [float(m) for m in thresholds]
-        if not values or any(not (0.0 < m <= 1.0) for m in values) or len(set(values)) != len(values):
-            raise ValueError(f"thresholds must be distinct numbers in (0, 1], got {list(thresholds)!r}")
-        self.thresholds = tuple(values)
-        self.add_state("iou_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("hits", torch.zeros(len(values), dtype=torch.long), dist_reduce_fx="sum")
+        super().__init__(thresholds)
         self.add_state("peak_error_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("ratio_error_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("valid", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("total", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, predictions: list[str], targets: list[dict[str, Any]]) -> None:
         """predictions: generated texts; targets: their BraTS targets (frame coordinates, same length)."""
@@ -113,21 +104,16 @@ class BratsDetectionMetrics(Metric):
         for target in targets:
             check_target(target)
         scored = [score_answer(text, target) for text, target in zip(predictions, targets, strict=True)]
-        ious = torch.tensor([s[0] for s in scored], dtype=torch.float64, device=self.device)
-        thresholds = torch.tensor(self.thresholds, dtype=torch.float64, device=self.device)
-        self.iou_sum += ious.sum()
-        self.hits += (ious[:, None] >= thresholds[None, :] - TOLERANCE).sum(0)
+        self.add_ious([s[0] for s in scored])
         valid = [s for s in scored if s[1]]
         self.peak_error_sum += sum(s[2] for s in valid)
         self.ratio_error_sum += sum(s[3] for s in valid)
         self.valid += len(valid)
-        self.total += len(scored)
 
     def compute(self) -> dict[str, float]:
         total, valid = int(self.total), int(self.valid)
-        out = {"iou_3d": float(self.iou_sum) / total if total else math.nan}
-        for m, hits in zip(self.thresholds, self.hits.tolist(), strict=True):
-            out[f"hit_at_{m:g}"] = hits / total if total else math.nan
+        out = {"iou_3d": self.mean_iou()}
+        out.update({f"hit_at_{m:g}": rate for m, rate in self.hit_rates().items()})
         out["peak_slice_mae"] = float(self.peak_error_sum) / valid if valid else math.nan
         out["tumor_ratio_rel_error"] = float(self.ratio_error_sum) / valid if valid else math.nan
         out["format_valid"] = valid / total if total else math.nan

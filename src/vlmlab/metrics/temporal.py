@@ -21,14 +21,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torchmetrics import Metric
 
+from vlmlab.metrics.iou import TOLERANCE, IoUHitMetric
 from vlmlab.rewards import temporal as temporal_reward
 from vlmlab.rewards.numbers import finite_number
 
 __all__ = ["TOLERANCE", "TemporalGroundingMetrics", "answer_iou", "check_target"]
 
-TOLERANCE = 1e-9
 # The reward's components as plain values in [0, 1]: temporal_iou is the IoU, format says "a valid span".
 _UNIT_WEIGHTS = {"temporal_iou": 1.0, "segment_overlap": 0.0, "format": 1.0}
 
@@ -62,7 +61,7 @@ def answer_iou(completion: str, target: Mapping[str, Any]) -> tuple[float, bool]
     return parts["temporal_iou"], parts["format"] == 1.0
 
 
-class TemporalGroundingMetrics(Metric):
+class TemporalGroundingMetrics(IoUHitMetric):
     """R1@m for each threshold m, mIoU, and the unparsable fraction over generated answers.
 
     Keys of :meth:`compute`: ``r1_at_{m}`` (``r1_at_0.3``...: fraction with IoU >= m), ``miou`` (mean IoU,
@@ -72,19 +71,10 @@ class TemporalGroundingMetrics(Metric):
     """
 
     group = "grounding"
-    full_state_update = False
-    higher_is_better = True
 
     def __init__(self, thresholds: Sequence[float] = (0.3, 0.5, 0.7)) -> None:
-        super().__init__()
-        values = [float(m) for m in thresholds]
-        if not values or any(not (0.0 < m <= 1.0) for m in values) or len(set(values)) != len(values):
-            raise ValueError(f"thresholds must be distinct numbers in (0, 1], got {list(thresholds)!r}")
-        self.thresholds = tuple(values)
-        self.add_state("iou_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("hits", torch.zeros(len(values), dtype=torch.long), dist_reduce_fx="sum")
+        super().__init__(thresholds)
         self.add_state("unparsed", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("total", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, predictions: list[str], targets: list[dict[str, Any]]) -> None:
         """predictions: generated texts; targets: their VTG targets (same length)."""
@@ -93,24 +83,12 @@ class TemporalGroundingMetrics(Metric):
         for target in targets:
             check_target(target)
         scored = [answer_iou(text, target) for text, target in zip(predictions, targets, strict=True)]
-        ious = torch.tensor([iou for iou, _ in scored], dtype=torch.float64, device=self.device)
-        thresholds = torch.tensor(self.thresholds, dtype=torch.float64, device=self.device)
-        self.iou_sum += ious.sum()
-        self.hits += (ious[:, None] >= thresholds[None, :] - TOLERANCE).sum(0)
+        self.add_ious([iou for iou, _ in scored])
         self.unparsed += sum(not valid for _, valid in scored)
-        self.total += len(scored)
 
     def compute(self) -> dict[str, float]:
         total = int(self.total)
-        if total == 0:
-            return {
-                **{f"r1_at_{m:g}": math.nan for m in self.thresholds},
-                "miou": math.nan,
-                "unparsable": math.nan,
-            }
-        out = {
-            f"r1_at_{m:g}": int(h) / total for m, h in zip(self.thresholds, self.hits.tolist(), strict=True)
-        }
-        out["miou"] = float(self.iou_sum) / total
-        out["unparsable"] = int(self.unparsed) / total
+        out = {f"r1_at_{m:g}": rate for m, rate in self.hit_rates().items()}
+        out["miou"] = self.mean_iou()
+        out["unparsable"] = int(self.unparsed) / total if total else math.nan
         return out
