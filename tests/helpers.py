@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -9,7 +12,27 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def run_script(
+    args: list[str], timeout: int = 900, expect: int | None = 0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python *args`` from the project root as a user runs it (``["train.py", "experiment=X", ...]``),
+    offline. Unless ``expect`` is None, the test fails, showing the end of stderr, on another exit code."""
+    result = subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **OFFLINE, **(env or {})},
+    )
+    if expect is not None:
+        assert result.returncode == expect, result.stderr[-4000:]
+    return result
 
 
 def compose_config(config_name: str, overrides: list[str], output_dir: Path | None = None) -> DictConfig:

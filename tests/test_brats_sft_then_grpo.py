@@ -6,24 +6,17 @@ the last fifth of the steps above the mean over the first fifth. The chain is se
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-ROOT = Path(__file__).resolve().parents[1]
-OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+from tests.helpers import run_script
 
 
 def train(overrides: list[str], tmp: Path) -> Path:
-    args = [sys.executable, "train.py", *overrides, f"paths.log_dir={tmp}/logs", f"paths.data_dir={tmp}/data"]
-    result = subprocess.run(
-        args, cwd=ROOT, capture_output=True, text=True, timeout=1200, env={**os.environ, **OFFLINE}
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
+    args = ["train.py", *overrides, f"paths.log_dir={tmp}/logs", f"paths.data_dir={tmp}/data"]
+    run_script(args, timeout=1200)
     (run_dir,) = (tmp / "logs" / overrides[0].split("=")[1] / "runs").iterdir()
     return run_dir
 

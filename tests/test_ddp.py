@@ -4,9 +4,6 @@ train the same weights, and the duration sampler deals each rank its own batches
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +11,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+from tests.helpers import run_script
+
 # ct_report on the tiny model with small volumes: 48 train samples, each costing the same
 # estimate_vision_tokens(8 frames, 56x56) = 16 tokens.
 CT_REPORT_TINY_DDP = [
@@ -61,15 +58,7 @@ class RecordTraining(pl.Callback):
 
 def run_train(overrides: list[str]) -> str:
     """``python train.py *overrides`` offline; returns stdout + stderr, failing the test on a non-zero exit."""
-    result = subprocess.run(
-        [sys.executable, "train.py", *overrides],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, **OFFLINE},
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
+    result = run_script(["train.py", *overrides])
     return result.stderr + result.stdout
 
 

@@ -3,33 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-ROOT = Path(__file__).resolve().parents[1]
-OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+from tests.helpers import run_script
 
 
 def run(script: str, overrides: list[str], tmp: Path, name: str, timeout: int = 600) -> Path:
     """Run an entry point with data under ``tmp`` and its run folder at ``tmp/runs/name``; return the folder."""
     run_dir = tmp / "runs" / name
     args = [
-        sys.executable,
         script,
         *overrides,
         f"paths.log_dir={tmp}/logs",
         f"paths.data_dir={tmp}/data",
         f"hydra.run.dir={run_dir}",
     ]
-    result = subprocess.run(
-        args, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, **OFFLINE}
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
+    run_script(args, timeout=timeout)
     assert (run_dir / ".hydra" / "config.yaml").exists()
     return run_dir
 
@@ -101,19 +93,11 @@ def test_qwen3_tiny_trains_through_the_same_command(tmp_path: Path) -> None:
 
 def test_evaluate_refuses_a_missing_checkpoint(tmp_path: Path) -> None:
     args = [
-        sys.executable,
         "evaluate.py",
         "experiment=ct_report_sft",
         "preset=tiny",
         f"ckpt_path={tmp_path}/missing.ckpt",
         f"paths.log_dir={tmp_path}/logs",
     ]
-    result = subprocess.run(
-        args,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **OFFLINE, "HYDRA_FULL_ERROR": "1"},
-    )
+    result = run_script(args, timeout=300, expect=None, env={"HYDRA_FULL_ERROR": "1"})
     assert result.returncode != 0 and "is not a checkpoint" in result.stderr

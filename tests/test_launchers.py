@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,10 +21,8 @@ from submitit.core.utils import DelayedSubmission, JobPaths, pickle_load
 from submitit.slurm.slurm import SlurmExecutor, SlurmJobEnvironment
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.helpers import CONF, compose_config
+from tests.helpers import CONF, compose_config, run_script
 
-ROOT = Path(__file__).resolve().parents[1]
-OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 SLURM = [
     "experiment=brats_grpo",
     "strategy=deepspeed_zero3",
@@ -189,7 +184,6 @@ def test_local_launcher_runs_a_two_job_sweep_each_in_its_own_folder(tmp_path: Pa
     # Written up front: the two jobs run at once and would both write it on first use.
     write(tmp_path / "data" / "synthetic" / "ct_report")
     args = [
-        sys.executable,
         "train.py",
         "-m",
         "experiment=ct_report_sft",
@@ -204,10 +198,7 @@ def test_local_launcher_runs_a_two_job_sweep_each_in_its_own_folder(tmp_path: Pa
         f"paths.log_dir={tmp_path}/logs",
         f"paths.data_dir={tmp_path}/data",
     ]
-    result = subprocess.run(
-        args, cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, **OFFLINE}
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
+    run_script(args, timeout=600)
     (sweep,) = (tmp_path / "logs" / "ct_report_sft" / "multiruns").iterdir()
     assert (sweep / "multirun.yaml").is_file()
     results = sorted(sweep.glob(".submitit/*_result.pkl"))

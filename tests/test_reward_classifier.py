@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,6 +14,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import Qwen3VLConfig
 
+from tests.helpers import run_script
 from vlmlab.callbacks.episode_rewards import EpisodeRewardWriter, episodes_of, reward_figure
 from vlmlab.data.collate import ClassificationCollator
 from vlmlab.data.lerobot import LeRobotRewardDataModule, LeRobotRewardDataset
@@ -36,8 +34,6 @@ from vlmlab.modules.reward_classifier import (
     pool_last_token,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 EPISODES, FRAMES = 5, 4
 
 
@@ -372,17 +368,13 @@ def test_predict_episodes_must_exist(lerobot_root: Path, tiny_processors: dict) 
 def test_aloha_reward_tiny_reaches_90_percent_validation_accuracy(tmp_path: Path) -> None:
     """`python train.py experiment=aloha_reward preset=tiny`: >= 90% validation accuracy within 5 minutes."""
     args = [
-        sys.executable,
         "train.py",
         "experiment=aloha_reward",
         "preset=tiny",
         f"paths.log_dir={tmp_path}/logs",
         f"paths.data_dir={tmp_path}/data",
     ]
-    result = subprocess.run(
-        args, cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, **OFFLINE}
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
+    run_script(args, timeout=900)
     (run_dir,) = (tmp_path / "logs" / "aloha_reward" / "runs").iterdir()
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
     events.Reload()
@@ -394,7 +386,6 @@ def test_aloha_reward_tiny_reaches_90_percent_validation_accuracy(tmp_path: Path
 
     # evaluate.py predict=true: per-frame class probabilities and a reward curve per episode.
     predict = [
-        sys.executable,
         "evaluate.py",
         "experiment=aloha_reward",
         "preset=tiny",
@@ -403,9 +394,6 @@ def test_aloha_reward_tiny_reaches_90_percent_validation_accuracy(tmp_path: Path
         f"paths.log_dir={tmp_path}/logs",
         f"paths.data_dir={tmp_path}/data",
     ]
-    result = subprocess.run(
-        predict, cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, **OFFLINE}
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
+    run_script(predict, timeout=600)
     curves = list((tmp_path / "logs" / "aloha_reward").glob("runs/*/episode_rewards/episode_*"))
     assert {p.suffix for p in curves} == {".jsonl", ".png"}

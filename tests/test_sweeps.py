@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,10 +15,7 @@ from submitit.core.utils import pickle_load
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import vlmlab.run
-from tests.helpers import CONF, compose_config
-
-ROOT = Path(__file__).resolve().parents[1]
-OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+from tests.helpers import CONF, compose_config, run_script
 
 
 class _Trainer:
@@ -91,9 +85,7 @@ def test_submitit_launcher_runs_every_job_and_raises_the_failure_at_the_end(tmp_
     ):
         GlobalHydra.instance().hydra.multirun("train", task, overrides, with_log_configuration=False)
     GlobalHydra.instance().clear()
-    jobs = [
-        pickle_load(p)[1] for p in sorted(tmp_path.glob("logs/train/multiruns/*/.submitit/*_result.pkl"))
-    ]
+    jobs = [pickle_load(p)[1] for p in sorted(tmp_path.glob("logs/train/multiruns/*/.submitit/*_result.pkl"))]
     returns = {job.hydra_cfg.hydra.job.num: job for job in jobs}
     assert set(returns) == {0, 1}
     assert returns[0].status.name == "FAILED" and isinstance(returns[0]._return_value, ValueError)
@@ -104,7 +96,6 @@ def test_submitit_launcher_runs_every_job_and_raises_the_failure_at_the_end(tmp_
 def test_a_failing_job_is_logged_and_the_next_job_still_runs(tmp_path: Path) -> None:
     """Basic launcher: job 0 raises inside train (lr -1 reaches AdamW), job 1 trains; the sweep exits 1."""
     args = [
-        sys.executable,
         "train.py",
         "-m",
         "experiment=ct_report_sft",
@@ -118,10 +109,7 @@ def test_a_failing_job_is_logged_and_the_next_job_still_runs(tmp_path: Path) -> 
         f"paths.log_dir={tmp_path}/logs",
         f"paths.data_dir={tmp_path}/data",
     ]
-    result = subprocess.run(
-        args, cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, **OFFLINE}
-    )
-    assert result.returncode == 1, result.stderr[-4000:]
+    result = run_script(args, timeout=600, expect=1)
     assert (
         "Error executing job with overrides: ['experiment=ct_report_sft', 'preset=tiny', 'optim.lr=-1'"
         in (result.stderr)
