@@ -181,7 +181,7 @@ def test_local_launcher_runs_on_one_machine_without_the_slurm_plugin(tmp_path: P
 def test_local_launcher_runs_a_two_job_sweep_each_in_its_own_folder(tmp_path: Path) -> None:
     from vlmlab.data.synthetic.ct_report import write
 
-    # Written up front: the two jobs run at once and would both write it on first use.
+    # Written up front so that neither job spends its time on it (parallel first writes are safe too).
     write(tmp_path / "data" / "synthetic" / "ct_report")
     args = [
         "train.py",

@@ -24,9 +24,8 @@ are kept with their old log-probs, and new prompts are only generated for every
 from __future__ import annotations
 
 import copy
-import importlib
 import logging
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,7 +33,6 @@ import torch
 from peft import PeftModel
 from pytorch_lightning.loggers import TensorBoardLogger
 from transformers import ProcessorMixin
-from transformers.utils import ModelOutput
 
 from vlmlab.data.collate import VisionLanguageBatch
 from vlmlab.models.backbone import BackboneSpec, count_parameters, vision_tower
@@ -362,7 +360,7 @@ class GRPOModule(TrainableWeightsCheckpoint):
         reused = self.grpo.num_iterations > 1
         checkpoint[STEP_STATE_KEY] = {
             "micro_step": self._micro_step,
-            "buffer": {slot: rollout_state(r) for slot, r in self._buffer.items()} if reused else {},
+            "buffer": {slot: r.state_dict() for slot, r in self._buffer.items()} if reused else {},
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -371,7 +369,7 @@ class GRPOModule(TrainableWeightsCheckpoint):
         if state is None:
             return
         self._micro_step = int(state["micro_step"])
-        self._buffer = {int(slot): rollout_from_state(r) for slot, r in state["buffer"].items()}
+        self._buffer = {int(slot): Rollout.from_state_dict(r) for slot, r in state["buffer"].items()}
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adamw(self.model, self.optim, int(self.trainer.estimated_stepping_batches))
@@ -382,46 +380,6 @@ class GRPOModule(TrainableWeightsCheckpoint):
 
 
 STEP_STATE_KEY = "grpo_step_state"
-
-
-def rollout_state(rollout: Rollout) -> dict[str, Any]:
-    """A :class:`Rollout` as tensors, strings and numbers (``torch.load(weights_only=True)`` reads it).
-
-    ``targets`` are left out: they only fed the rewards, already computed. Encoded vision outputs
-    (transformers ``ModelOutput`` objects) are kept as their class path and fields.
-    """
-    state = {f.name: getattr(rollout, f.name) for f in fields(rollout) if f.name != "targets"}
-    if rollout.media is not None:
-        state["media"] = {
-            modality: {
-                "class": f"{type(out).__module__}.{type(out).__qualname__}",
-                "fields": dict(out.items()),
-            }
-            for modality, out in rollout.media.items()
-        }
-    return state
-
-
-def rollout_from_state(state: dict[str, Any]) -> Rollout:
-    """The inverse of :func:`rollout_state` (with empty ``targets``)."""
-    state = dict(state)
-    if state.get("media") is not None:
-        state["media"] = {modality: _model_output(out) for modality, out in state["media"].items()}
-    return Rollout(**state)
-
-
-def _model_output(saved: dict[str, Any]) -> ModelOutput:
-    module_name, _, name = saved["class"].rpartition(".")
-    cls = (
-        getattr(importlib.import_module(module_name), name, None)
-        if module_name.startswith("transformers.")
-        else None
-    )
-    if not (isinstance(cls, type) and issubclass(cls, ModelOutput)):
-        raise ValueError(
-            f"checkpoint rollout media of class {saved['class']!r}: expected a transformers ModelOutput"
-        )
-    return cls(**saved["fields"])
 
 
 def completion_table(rollout: Rollout, max_rows: int = 16) -> str:

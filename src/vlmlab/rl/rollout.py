@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import torch
 from torch import Tensor
+from transformers.utils import ModelOutput
 
 from vlmlab.models.vision import reorder_inputs, reorder_media
 
@@ -98,6 +100,30 @@ class Rollout:
             self, **{f.name: move(getattr(self, f.name)) for f in fields(self) if f.name in tensor_fields}
         )
 
+    def state_dict(self) -> dict[str, Any]:
+        """This rollout as tensors, strings and numbers (``torch.load(weights_only=True)`` reads it), for
+        GRPO checkpoints taken between the steps that reuse it. ``targets`` are left out: they only fed
+        the rewards, already computed. Encoded vision outputs (transformers ``ModelOutput``) are kept
+        as their class path and fields."""
+        state = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "targets"}
+        if self.media is not None:
+            state["media"] = {
+                modality: {
+                    "class": f"{type(out).__module__}.{type(out).__qualname__}",
+                    "fields": dict(out.items()),
+                }
+                for modality, out in self.media.items()
+            }
+        return state
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> Rollout:
+        """The inverse of :meth:`state_dict` (with empty ``targets``)."""
+        state = dict(state)
+        if state.get("media") is not None:
+            state["media"] = {modality: _model_output(out) for modality, out in state["media"].items()}
+        return cls(**state)
+
     def model_inputs(self, rows: Sequence[int] | None = None) -> tuple[dict[str, Any], int]:
         """Inputs scoring the completions of ``rows`` (default all) in one forward, and the prompt
         length P: input_ids / attention_mask [n, P + C] (prompt then completion, completion padding
@@ -119,3 +145,17 @@ class Rollout:
         if self.media is not None:
             inputs["mm_encoder_outputs"] = reorder_media(self.media, self.item_counts, rows)
         return inputs, prompt["input_ids"].shape[1]
+
+
+def _model_output(saved: dict[str, Any]) -> ModelOutput:
+    module_name, _, name = saved["class"].rpartition(".")
+    cls = (
+        getattr(importlib.import_module(module_name), name, None)
+        if module_name.startswith("transformers.")
+        else None
+    )
+    if not (isinstance(cls, type) and issubclass(cls, ModelOutput)):
+        raise ValueError(
+            f"checkpoint rollout media of class {saved['class']!r}: expected a transformers ModelOutput"
+        )
+    return cls(**saved["fields"])
