@@ -38,3 +38,11 @@ def tiny_processors() -> dict:
     from vlmlab.models.processor import offline_processor
 
     return {family: offline_processor(family, 784, 3136) for family in ("qwen2_5_vl", "qwen3_vl")}
+
+
+@pytest.fixture(scope="session")
+def tiny_vision(tiny_processors) -> dict:
+    """The tiny models' vision geometry per family (what vlmlab.run.build passes to datamodules)."""
+    from vlmlab.models.facts import VisionGeometry
+
+    return {family: VisionGeometry.from_processor(family, p) for family, p in tiny_processors.items()}

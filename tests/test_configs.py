@@ -14,7 +14,16 @@ from tests.helpers import CONF, compose_config
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 # Arguments the entry points pass at instantiation time (vlmlab.run.build).
-RUNTIME_ARGS = {"processor", "collator", "callbacks", "logger", "predictions_file"}
+RUNTIME_ARGS = {
+    "backbone",
+    "processor",
+    "collator",
+    "vision",
+    "chat",
+    "callbacks",
+    "logger",
+    "predictions_file",
+}
 HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
 
 
@@ -91,6 +100,20 @@ def test_evaluate_config_composes(experiment: str, tmp_path: Path) -> None:
     )
     OmegaConf.resolve(cfg)
     assert_targets_bind(cfg)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("preset", [None, "tiny"])
+def test_train_and_evaluate_configure_an_experiment_alike(
+    experiment: str, preset: str | None, tmp_path: Path
+) -> None:
+    """conf/base.yaml is both entry points' defaults list: the model, data, task (its generation length
+    included), reward and trainer of an evaluation are those of the training run."""
+    overrides = [f"experiment={experiment}"] + ([f"preset={preset}"] if preset else [])
+    train = compose_config("train", overrides, tmp_path)
+    evaluate = compose_config("evaluate", [*overrides, "ckpt_path=x.ckpt"], tmp_path)
+    for group in ("model", "data", "task", "reward", "optim", "trainer", "callbacks", "seed", "task_name"):
+        assert OmegaConf.to_container(train[group]) == OmegaConf.to_container(evaluate[group]), group
 
 
 def test_preset_tiny_keeps_family_and_makes_it_tiny(tmp_path: Path) -> None:

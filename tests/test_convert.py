@@ -15,11 +15,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from tests.test_data_mcqa import good_row, png, write_rows
+from tests.test_data_mcqa import good_row, png, split_samples, write_rows
 from vlmlab.data.errors import DataError
-from vlmlab.data.mcqa import MCQADataset, format_answer, format_prompt, validate_file
+from vlmlab.data.mcqa import validate_file
 from vlmlab.data.synthetic.mcqa import write as write_mcqa
 from vlmlab.models.processor import chat_template, qwen2_tokenizer_dir
+from vlmlab.tasks.mcqa import format_answer, format_prompt
 from vlmlab.tools.convert import main, to_hf, to_trl, to_verl
 
 TRAINSET_COLUMNS = {
@@ -75,7 +76,7 @@ def test_hf_is_a_saved_dataset_with_image_bytes(hf_dir: Path, synthetic: Path) -
     assert [r["images"][0]["bytes"] for r in raw] == [r["images"][0]["bytes"] for r in source]
     assert [r["options"] for r in raw] == [r["options"] for r in source]
     assert validate_file(hf_dir) == []
-    samples = MCQADataset(hf_dir)
+    samples = split_samples(hf_dir)
     assert len(samples) == 18 and samples[0].metadata["source"] == str(hf_dir)
 
 
@@ -200,7 +201,7 @@ def test_verl_prompt_renders_like_the_training_prompt(
     out = to_verl(hf_dir, "synth", tmp_path / "verl", split="test")
     assert out == tmp_path / "verl" / "test.parquet"
     processor = tiny_processors["qwen2_5_vl"]
-    dataset = MCQADataset(hf_dir)
+    dataset = split_samples(hf_dir)
     for i, row in enumerate(pq.read_table(out).to_pylist()):
         assert row["extra_info"]["split"] == "test"
         content = [

@@ -1,4 +1,4 @@
-"""Tests for vlmlab.data.coords: hand-checked numbers, round trips for every layout, and the pixels agree."""
+"""Tests for vlmlab.tasks.coords: hand-checked numbers, round trips for every layout, and the pixels agree."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vlmlab.data.coords import (
+from vlmlab.data.volume import VolumeFrames, VolumeWindow
+from vlmlab.tasks.coords import (
     FrameGeometry,
     frame_box_to_voxel,
     frame_to_slice,
@@ -18,6 +19,7 @@ from vlmlab.data.coords import (
     layout_frames,
     nearest_frame,
     outer_int_box,
+    sampled_frame_positions,
     slice_to_frame,
     slice_to_temporal_patch,
     split_frames,
@@ -25,9 +27,8 @@ from vlmlab.data.coords import (
     volume_to_stack,
     voxel_box_to_frame,
 )
-from vlmlab.data.volume import VolumeFrames, VolumeWindow, sampled_frame_positions
 
-# The seed's BraTS videos: 182 x 218 x 155 (x, y, z) -> 224 x 196 (w x h); here 31 frames, 4 modalities 2x2.
+# The BraTS recipe's videos: 182 x 218 x 155 (x, y, z) -> 224 x 196 (w x h); here 31 frames, 4 modalities 2x2.
 SEED = {"volume_shape": (155, 218, 182), "num_frames": 31, "size": (196, 224), "num_modalities": 4}
 
 

@@ -14,26 +14,36 @@ from omegaconf import OmegaConf
 from torch.utils.data import ConcatDataset
 
 from tests.helpers import CONF
+from vlmlab.data.base import SampleDataset
 from vlmlab.data.brats import (
     BratsDataModule,
-    BratsDataset,
     BratsRender,
     BratsSource,
+    fit_render,
+    read_source,
     tumour_truth,
     validate_file,
 )
 from vlmlab.data.collate import SFTCollator
-from vlmlab.data.coords import FrameGeometry, layout_frames, nearest_frame, outer_int_box, voxel_box_to_frame
-from vlmlab.data.errors import DataError
+from vlmlab.data.errors import DataError, OnBadSample, keep_good
 from vlmlab.data.sample import Sample
 from vlmlab.data.synthetic.brats import MSD_DIR, write
 from vlmlab.data.volume import VolumeFrames, VolumeWindow
+from vlmlab.tasks.coords import FrameGeometry, layout_frames, nearest_frame, outer_int_box, voxel_box_to_frame
 
 MODS = ("t1c", "t1n", "t2f", "t2w")
 ANSWER = re.compile(r"<think>(This video shows .+?)</think><answer>(\{.*\})</answer>", re.S)
 SMALL = VolumeFrames(
     num_frames=4, temporal_method="sample", size=(28, 28), window=VolumeWindow("percentile", 0.5, 99.5)
 )
+
+
+def dataset(
+    source: BratsSource, path: Path, render: BratsRender, on_bad_sample: OnBadSample = "raise"
+) -> SampleDataset:
+    """The cases of one source as the datamodule serves them: checked, filtered, decoded on access."""
+    checked = read_source(source, path, render.slice_axis)
+    return SampleDataset(keep_good(checked, on_bad_sample), lambda case: case.sample(render))
 
 
 def save(data: np.ndarray, path: Path) -> Path:
@@ -95,7 +105,7 @@ def test_nifti_case_sample_identity_geometry(tmp_path: Path) -> None:
     volumes, seg = hand_volumes()
     brats_case(tmp_path / "cases" / "BraTS-GLI-00001-000", volumes, seg)
     render = BratsRender(frames=VolumeFrames(num_frames=None, window=VolumeWindow("fixed", 0, 500)))
-    ds = BratsDataset(BratsSource("brats", "cases", name="hand"), tmp_path / "cases", render)
+    ds = dataset(BratsSource("brats", "cases", name="hand"), tmp_path / "cases", render)
     sample = ds[0]
     assert sample.id == "hand/BraTS-GLI-00001-000"
     video = sample.messages[0]["content"][0]["video"]
@@ -124,7 +134,7 @@ def test_answer_box_is_the_mapped_voxel_box(tmp_path: Path, layout: str) -> None
     render = BratsRender(
         frames=VolumeFrames(num_frames=5, temporal_method="linear", size=(16, 24)), layout=layout
     )
-    sample = BratsDataset(BratsSource("brats", str(tmp_path)), tmp_path, render)[0]
+    sample = dataset(BratsSource("brats", str(tmp_path)), tmp_path, render)[0]
     geometry = FrameGeometry.from_dict(sample.target["geometry"])
     assert geometry.layout == layout and geometry.volume_shape == (10, 10, 10)
     expected = voxel_box_to_frame([2, 3, 4, 4, 6, 8], geometry)
@@ -205,15 +215,16 @@ def test_synthetic_deterministic(tmp_path: Path) -> None:
 
 
 def test_datamodule_from_config_yields_samples_that_collate(
-    synthetic: dict[str, Path], tiny_processors: dict
+    synthetic: dict[str, Path], tiny_processors: dict, tiny_vision: dict
 ) -> None:
     cfg = OmegaConf.load(CONF / "data" / "brats.yaml")
     cfg.root = str(synthetic["train"].parent)
+    cfg.seed = 0  # ${seed} is the run's, absent from the group file alone
     cfg.frames.num_frames = 4
     cfg.frames.size = [28, 28]
     # As vlmlab.run builds it: partial, converted, then given the task's collator.
     dm = instantiate(cfg, _partial_=True, _convert_="all")(
-        collator=SFTCollator(tiny_processors["qwen2_5_vl"])
+        collator=SFTCollator(tiny_processors["qwen2_5_vl"]), vision=tiny_vision["qwen2_5_vl"]
     )
     dm.num_workers = 0
     assert isinstance(dm, BratsDataModule)
@@ -265,7 +276,7 @@ def test_msd_single_modality_volume(tmp_path: Path) -> None:
     save(seg, tmp_path / "labelsTr" / "BRATS_007.nii.gz")
     save(volumes[0], tmp_path / "imagesTr" / "._BRATS_007.nii.gz")  # an archive's resource fork: not a case
     assert validate_file(tmp_path) == []
-    ds = BratsDataset(
+    ds = dataset(
         BratsSource("msd", str(tmp_path)), tmp_path, BratsRender(frames=VolumeFrames(num_frames=None))
     )
     assert len(ds) == 1
@@ -274,7 +285,7 @@ def test_msd_single_modality_volume(tmp_path: Path) -> None:
     assert sample.messages[0]["content"][0]["video"].shape == (10, 10, 10, 3)
 
 
-# ---------------------------------------------------------------- the seed's video + annotation form
+# ---------------------------------------------------------------- the BraTS recipe's video + annotation form
 
 
 def write_mp4(path: Path, frames: np.ndarray, fps: int = 4) -> Path:
@@ -328,7 +339,7 @@ def test_video_source(videos: Path, annotation: str) -> None:
     render = BratsRender(
         frames=VolumeFrames(num_frames=3, temporal_method="sample", size=(32, 48)), layout="sequence"
     )
-    ds = BratsDataset(BratsSource("video", str(path), name="vid"), path, render)
+    ds = dataset(BratsSource("video", str(path), name="vid"), path, render)
     assert len(ds) == 2
     tiled, plain = ds[0], ds[1]
     assert tiled.id == "vid/t" and plain.id == "vid/row1"
@@ -446,7 +457,7 @@ def test_bad_input_names_file_row_and_field(tmp_path: Path, case: str) -> None:
     source_path = file if kind == "video" else tmp_path
     render = BratsRender(frames=SMALL)
     with pytest.raises(DataError) as raised:
-        ds = BratsDataset(BratsSource(kind, str(source_path)), source_path, render)
+        ds = dataset(BratsSource(kind, str(source_path)), source_path, render)
         for i in range(len(ds)):
             ds[i]
     assert f"{file}:{row}: {field}: " in str(raised.value)
@@ -454,8 +465,8 @@ def test_bad_input_names_file_row_and_field(tmp_path: Path, case: str) -> None:
 
 def test_on_bad_sample_skip_drops_and_counts(tmp_path: Path) -> None:
     file, _, _ = _box_outside_width(tmp_path)
-    ds = BratsDataset(BratsSource("video", str(file)), file, BratsRender(frames=SMALL), on_bad_sample="skip")
-    assert len(ds) == 1 and ds.skipped == 1
+    ds = dataset(BratsSource("video", str(file)), file, BratsRender(frames=SMALL), on_bad_sample="skip")
+    assert len(ds) == 1  # of 2 rows: the bad one is skipped (and logged)
 
 
 def test_source_level_problems(tmp_path: Path) -> None:
@@ -465,7 +476,7 @@ def test_source_level_problems(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     assert [p.field for p in validate_file(tmp_path / "empty")] == ["cases"]
     with pytest.raises(DataError, match="no brats cases"):
-        BratsDataset(BratsSource("brats", "empty"), tmp_path / "empty", BratsRender(frames=SMALL))
+        dataset(BratsSource("brats", "empty"), tmp_path / "empty", BratsRender(frames=SMALL))
     with pytest.raises(ValueError, match="source kind"):
         BratsSource("nifti", "x")  # type: ignore[arg-type]
 
@@ -492,19 +503,54 @@ def test_config_composes_and_binds(tmp_path: Path, preset: str | None) -> None:
     assert cfg.data.root == str(tmp_path / "data" / ("synthetic/brats" if preset else "brats"))
 
 
-@pytest.mark.parametrize("layout", ["sequence", "tiled"])
-def test_frames_are_fitted_so_the_processor_keeps_them(layout: str, tiny_processors: dict) -> None:
-    """The model must see the frames the boxes were mapped to: no second resize by the processor."""
-    from vlmlab.data.brats import BratsRender, fit_render_to_processor
-    from vlmlab.data.coords import processor_frame_shape
-    from vlmlab.data.volume import VolumeFrames
+def processor_frame_shape(processor, num_frames: int, height: int, width: int) -> tuple[int, int]:
+    """What the processor itself turns frames of ``height x width`` into (the peer of VisionGeometry)."""
+    from transformers.video_utils import VideoMetadata
 
-    processor = tiny_processors["qwen2_5_vl"]  # max_pixels 3136: a 224x224 frame would be shrunk
+    video = np.zeros((num_frames, height, width, 3), dtype=np.uint8)
+    metadata = VideoMetadata(total_num_frames=num_frames, fps=1.0, frames_indices=list(range(num_frames)))
+    out = processor.video_processor(
+        videos=[video], do_sample_frames=False, video_metadata=[metadata], return_tensors="pt"
+    )
+    _, grid_h, grid_w = (int(v) for v in out["video_grid_thw"][0])
+    patch = int(processor.video_processor.patch_size)
+    return grid_h * patch, grid_w * patch
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+@pytest.mark.parametrize("layout", ["sequence", "tiled"])
+def test_frames_are_fitted_so_the_processor_keeps_them(
+    family: str, layout: str, tiny_processors: dict, tiny_vision: dict
+) -> None:
+    """The model must see the frames the boxes were mapped to: no second resize by the processor."""
+    processor = tiny_processors[family]  # a small pixel budget: a 224x224 frame would be shrunk
     render = BratsRender(frames=VolumeFrames(num_frames=8, size=(224, 224)), layout=layout)
     assert processor_frame_shape(processor, 32 if layout == "sequence" else 8, 224, 224) != (224, 224)
-    fitted = fit_render_to_processor(render, processor)
+    fitted = fit_render(render, tiny_vision[family])
     geometry = fitted.geometry((8, *fitted.frames.size), 4)
     assert (
         processor_frame_shape(processor, geometry.total_frames, *geometry.frame_shape) == geometry.frame_shape
     )
-    assert fit_render_to_processor(fitted, processor) is fitted  # already a fixed point
+    assert fit_render(fitted, tiny_vision[family]) is fitted  # already a fixed point
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_sample_costs_are_the_vision_tokens_the_processor_makes(
+    family: str, synthetic: dict[str, Path], tiny_processors: dict, tiny_vision: dict
+) -> None:
+    processor = tiny_processors[family]
+    dm = BratsDataModule(
+        root=str(synthetic["train"].parent),
+        train_sources=[BratsSource("brats", "train")],
+        frames=VolumeFrames(num_frames=4, size=(224, 224)),
+        collator=SFTCollator(processor),
+        vision=tiny_vision[family],
+    )
+    dm.setup("fit")
+    train = dm.datasets["train"]
+    video_token = processor.tokenizer.convert_tokens_to_ids(processor.video_token)
+    counted = [
+        float((dm.collator.train([train[i]]).inputs["input_ids"] == video_token).sum())
+        for i in range(len(train))
+    ]
+    assert dm.sample_costs("train") == counted

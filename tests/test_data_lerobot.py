@@ -1,8 +1,9 @@
-"""The LeRobot reward source (seed 002): lerobot-written datasets read back as classification samples."""
+"""The LeRobot reward source (the robot reward recipe): lerobot-written datasets read back as samples."""
 
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import shutil
 from collections.abc import Callable
@@ -17,26 +18,27 @@ from hydra.utils import instantiate
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
 from tests.helpers import compose_config
+from vlmlab.data.base import SampleDataset
 from vlmlab.data.collate import vision_items
-from vlmlab.data.errors import DataError
+from vlmlab.data.errors import DataError, OnBadSample, keep_good
 from vlmlab.data.lerobot import (
     DEFAULT_CAMERAS,
+    DEFAULT_REPO_ID,
+    LeRobotFrames,
     LeRobotRewardDataModule,
-    LeRobotRewardDataset,
     VideoDecodeError,
     decode_video_frame,
     frame_to_pil,
-    label_from_reward_bins,
-    labels_from_reward_bins,
     split_episodes,
     validate_file,
 )
 from vlmlab.data.sample import Sample
 from vlmlab.data.synthetic.lerobot import draw_progress_bar, episode_labels
 from vlmlab.data.synthetic.lerobot import write as write_lerobot
+from vlmlab.tasks.robot_reward import label_from_reward_bins, labels_from_reward_bins
 from vlmlab.tools import synth, validate
 
-RIGHT, LEFT, HIGH = DEFAULT_CAMERAS  # the seed's order: right wrist, left wrist, high
+RIGHT, LEFT, HIGH = DEFAULT_CAMERAS  # the recipe's order: right wrist, left wrist, high
 SIZE = 32
 # Three episodes of three frames: (reward_bins, task) and, by hand, argmax (0 for all zeros).
 EPISODES = [
@@ -110,6 +112,24 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_lerobot(tmp_path_factory.mktemp("lerobot") / "synthetic")["root"]
 
 
+@pytest.fixture(scope="module")
+def scalar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two frames whose reward_bins is one number (info.json: shape [1])."""
+    scalars = [[([0.5], "fold"), ([0.0], "fold")]]
+    return write_dataset(tmp_path_factory.mktemp("lerobot") / "scalar", episodes=scalars, reward_shape=(1,))
+
+
+def frame_dataset(
+    root: Path,
+    num_classes: int | None = None,
+    on_bad_sample: OnBadSample = "raise",
+    repo_id: str = DEFAULT_REPO_ID,
+) -> SampleDataset[int]:
+    """Every frame of a dataset folder that the bad-sample policy keeps, as samples in position order."""
+    frames = LeRobotFrames(root, repo_id, DEFAULT_CAMERAS, num_classes)
+    return SampleDataset(keep_good(frames.checked(), on_bad_sample), frames.sample)
+
+
 def colours(sample: Sample) -> list[np.ndarray]:
     return [
         np.asarray(image, dtype=np.int64).reshape(-1, 3).mean(0) for image in vision_items(sample.messages)[0]
@@ -121,8 +141,9 @@ def test_reads_back_labels_tasks_pixels_and_camera_order(
     video: bool, image_root: Path, video_root: Path
 ) -> None:
     root = video_root if video else image_root
-    dataset = LeRobotRewardDataset(root, repo_id="test/aloha")
-    assert len(dataset) == 9 and dataset.num_classes == 4
+    assert LeRobotFrames(root, repo_id="test/aloha").num_classes == 4
+    dataset = frame_dataset(root, repo_id="test/aloha")
+    assert len(dataset) == 9
     tolerance = 6 if video else 0  # AV1 (yuv420p) is lossy; parquet images are PNG
     for position in range(9):
         sample = dataset[position]
@@ -163,7 +184,7 @@ def test_label_from_reward_bins_by_hand() -> None:
     assert labels_from_reward_bins(np.array([0.0, 1.0])).tolist() == [0, 0]  # [N] scalars
 
 
-def test_frame_to_pil_follows_the_seed() -> None:
+def test_frame_to_pil_follows_the_recipe() -> None:
     chw = torch.zeros(3, 2, 4)
     chw[0] = 1.0  # red, float in [0, 1]
     image = frame_to_pil(chw)
@@ -191,20 +212,53 @@ def test_video_frames_decode_from_the_metadata(video_root: Path) -> None:
         decode_video_frame(video_root / "missing.mp4", 0.0, fps=10)
 
 
-def test_num_classes_inferred_or_configured(image_root: Path, synthetic_root: Path, tmp_path: Path) -> None:
-    assert LeRobotRewardDataset(image_root).num_classes == 4
-    assert LeRobotRewardDataset(synthetic_root).num_classes == 4
-    assert LeRobotRewardDataset(image_root, num_classes=6).num_classes == 6  # more classes than bins: allowed
+def test_num_classes_inferred_or_configured(
+    image_root: Path, synthetic_root: Path, scalar_root: Path, tmp_path: Path
+) -> None:
+    assert LeRobotFrames(image_root).num_classes == 4
+    assert LeRobotFrames(synthetic_root).num_classes == 4
+    assert LeRobotFrames(image_root, num_classes=6).num_classes == 6  # more classes than bins: allowed
     five = write_lerobot(tmp_path / "five", num_episodes=2, frames_per_episode=5, num_classes=5)["root"]
-    dataset = LeRobotRewardDataset(five)
-    assert dataset.num_classes == 5
+    assert LeRobotFrames(five).num_classes == 5
+    dataset = frame_dataset(five)
     assert [dataset[i].label for i in range(5)] == [0, 1, 2, 3, 4]  # a succeeding episode climbs every class
-    scalars = [[([0.5], "fold"), ([0.0], "fold")]]
-    scalar_root = write_dataset(tmp_path / "scalar", episodes=scalars, reward_shape=(1,))
     with pytest.raises(DataError, match=r"scalar.*set data.num_classes") as error:
-        LeRobotRewardDataset(scalar_root)
-    assert str(error.value.problems[0]).startswith(f"{scalar_root}:0: reward_bins:")
-    assert [s.label for s in LeRobotRewardDataset(scalar_root, num_classes=2)] == [0, 0]  # scalars: class 0
+        LeRobotFrames(scalar_root)
+    assert str(error.value.problems[0]).startswith(f"{scalar_root / 'meta' / 'info.json'}:-: reward_bins:")
+    assert [s.label for s in frame_dataset(scalar_root, num_classes=2)] == [0, 0]  # scalars: class 0
+    with pytest.raises(ValueError, match=r"data\.num_classes=0"):
+        LeRobotFrames(image_root, num_classes=0)
+
+
+def test_num_classes_known_before_setup(image_root: Path, scalar_root: Path, tmp_path: Path) -> None:
+    """run.build reads num_classes after prepare_data and before setup: from info.json, no frame read."""
+    assert LeRobotRewardDataModule(str(tmp_path / "nothing"), num_classes=6).num_classes == 6  # configured
+    assert LeRobotRewardDataModule(str(image_root), num_classes=2).num_classes == 2
+    with pytest.raises(ValueError, match=r"data\.num_classes=0"):
+        LeRobotRewardDataModule(str(image_root), num_classes=0)
+    inferred = LeRobotRewardDataModule(str(tmp_path / "synthetic"), synthesize=True, synth_episodes=2)
+    with pytest.raises(DataError, match="LeRobot dataset folder not found"):
+        inferred.num_classes  # noqa: B018  (nothing there before prepare_data)
+    inferred.prepare_data()
+    assert inferred.num_classes == 4
+    assert inferred.frames is None and not inferred.datasets  # read from meta/info.json only
+    on_disk = LeRobotRewardDataModule(str(image_root), collator=ListCollator())
+    assert on_disk.num_classes == 4
+    on_disk.setup("fit")
+    assert on_disk.num_classes == on_disk.frames.num_classes == 4
+    info = scalar_root / "meta" / "info.json"
+    with pytest.raises(DataError) as error:
+        LeRobotRewardDataModule(str(scalar_root)).num_classes  # noqa: B018
+    assert [str(p) for p in error.value.problems] == [
+        f"{info}:-: reward_bins: a scalar (shape [1]): cannot infer the number of classes; set data.num_classes"
+    ]
+    missing = tmp_path / "missing"
+    shutil.copytree(image_root, missing)
+    pop_feature("reward_bins")(missing)
+    with pytest.raises(DataError) as error:
+        LeRobotRewardDataModule(str(missing)).num_classes  # noqa: B018
+    assert str(error.value.problems[0]).startswith(f"{missing / 'meta' / 'info.json'}:-: reward_bins: ")
+    assert "missing" in str(error.value.problems[0])
 
 
 def edit_info(root: Path, change: Callable[[dict], None]) -> None:
@@ -279,7 +333,7 @@ def test_bad_input_names_file_row_and_field(
     break_it(root)
     prefix = f"{root / file if file else root}:{row}: {field}: "
     with pytest.raises(DataError) as error:
-        LeRobotRewardDataset(root, num_classes=num_classes)
+        frame_dataset(root, num_classes=num_classes)
     assert any(str(p).startswith(prefix) and words in str(p) for p in error.value.problems), error.value
     assert prefix in str(error.value)
     problems = [str(p) for p in validate_file(root, num_classes=num_classes)]
@@ -295,13 +349,13 @@ def test_video_problems_name_the_mp4(video_root: Path, tmp_path: Path) -> None:
     shutil.copytree(video_root, missing)
     (missing / relative).unlink()
     with pytest.raises(DataError, match="video file not found") as error:
-        LeRobotRewardDataset(missing)
+        frame_dataset(missing)
     assert str(error.value.problems[0]).startswith(f"{missing / relative}:-: {LEFT}: video file not found")
     # A corrupt mp4 passes the cheap check (it exists) but not decoding: validate_file names it and the frame.
     corrupt = tmp_path / "corrupt"
     shutil.copytree(video_root, corrupt)
     (corrupt / relative).write_bytes(b"not an mp4")
-    dataset = LeRobotRewardDataset(corrupt)
+    dataset = frame_dataset(corrupt)
     assert validate_file(corrupt, decode=False) == []
     problems = [str(p) for p in validate_file(corrupt)]
     assert len(problems) == 3  # the first frame of each episode (positions 0, 3, 6)
@@ -311,12 +365,18 @@ def test_video_problems_name_the_mp4(video_root: Path, tmp_path: Path) -> None:
         dataset[3]
 
 
-def test_skip_drops_bad_frames_and_counts_them(image_root: Path) -> None:
-    dataset = LeRobotRewardDataset(
-        image_root, num_classes=3, on_bad_sample="skip"
-    )  # class 3 at positions 4, 6
-    assert dataset.skipped == 2 and len(dataset) == 7
+def test_skip_drops_bad_frames_and_counts_them(image_root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        dataset = frame_dataset(image_root, num_classes=3, on_bad_sample="skip")  # class 3 at positions 4, 6
+    assert len(dataset) == 7 and f"{image_root}: skipped 2 of 9 rows" in caplog.text
     assert [s.metadata["index"] for s in dataset] == [0, 1, 2, 3, 5, 7, 8]
+    dm = LeRobotRewardDataModule(
+        str(image_root), num_classes=3, on_bad_sample="skip", val_episodes=[1], test_episodes=[2]
+    )
+    dm.setup("fit")  # the datamodule applies the same policy before splitting by episode
+    assert [len(dm.datasets[s]) for s in ("train", "val", "test")] == [3, 2, 2]
+    with pytest.raises(DataError, match="class 3 >= num_classes 3"):
+        LeRobotRewardDataModule(str(image_root), num_classes=3).setup("fit")
 
 
 def test_validate_passes_on_written_and_synthetic_data(
@@ -361,9 +421,9 @@ def test_datamodule_synthesizes_splits_by_episode_and_yields_samples(tmp_path: P
     dm = LeRobotRewardDataModule(
         str(root), collator=ListCollator(), batch_size=4, eval_batch_size=8, synthesize=True, synth_episodes=7
     )
-    assert dm.num_classes is None
     dm.prepare_data()
     assert (root / "meta" / "info.json").is_file()
+    assert dm.num_classes == 4  # known before setup (run.build passes it to the classifier)
     dm.setup("fit")
     assert dm.num_classes == 4
     episodes = {
@@ -393,7 +453,7 @@ def test_datamodule_synthesizes_splits_by_episode_and_yields_samples(tmp_path: P
 @pytest.mark.parametrize("family", ["qwen3_vl", "qwen2_5_vl"])
 def test_samples_feed_the_tiny_processor(family: str, synthetic_root: Path, tiny_processors: dict) -> None:
     processor = tiny_processors[family]
-    dataset = LeRobotRewardDataset(synthetic_root)
+    dataset = frame_dataset(synthetic_root)
     samples = [dataset[0], dataset[9]]
     images = []
     for sample in samples:
@@ -412,11 +472,11 @@ def test_samples_feed_the_tiny_processor(family: str, synthetic_root: Path, tiny
 
 
 def test_synthetic_labels_are_drawn_in_cam_high(synthetic_root: Path) -> None:
-    dataset = LeRobotRewardDataset(synthetic_root)
+    dataset = frame_dataset(synthetic_root)
     assert len(dataset) == 12 * 8
     seen = set()
     for sample in dataset:
-        high = np.asarray(vision_items(sample.messages)[0][2])  # cam_high is third in the seed's order
+        high = np.asarray(vision_items(sample.messages)[0][2])  # cam_high is third in the recipe's order
         row = high[48 // 2, :, :].mean(-1)
         filled = int((row > 160).sum())  # bar columns [6, 42): 36 columns, 9 per class
         assert filled == 9 * (sample.label + 1), (sample.id, filled)
@@ -446,16 +506,14 @@ def test_synthetic_video_and_determinism(tmp_path: Path) -> None:
     video = write_lerobot(tmp_path / "video", seed=3, video=True, **kwargs)["root"]
 
     def pixels(root: Path) -> list[np.ndarray]:
-        return [
-            np.stack([np.asarray(i) for i in vision_items(s.messages)[0]]) for s in LeRobotRewardDataset(root)
-        ]
+        return [np.stack([np.asarray(i) for i in vision_items(s.messages)[0]]) for s in frame_dataset(root)]
 
     pa, pb, pc, pv = (pixels(root) for root in (a, b, c, video))
     assert all(np.array_equal(x, y) for x, y in zip(pa, pb, strict=True))
     assert not all(np.array_equal(x, y) for x, y in zip(pa, pc, strict=True))
     assert json.loads((video / INFO).read_text())["features"][HIGH]["dtype"] == "video"
-    assert [s.label for s in LeRobotRewardDataset(video)] == [s.label for s in LeRobotRewardDataset(a)]
-    for x, y, sample in zip(pa, pv, LeRobotRewardDataset(video), strict=True):
+    assert [s.label for s in frame_dataset(video)] == [s.label for s in frame_dataset(a)]
+    for x, y, sample in zip(pa, pv, frame_dataset(video), strict=True):
         assert np.abs(x.astype(int) - y).mean() < 8  # lossy AV1 smooths the noise (std 4) away
         filled = int((y[2, 16].mean(-1) > 160).sum())  # cam_high's bar: [4, 28), 8 columns a class
         assert abs(filled - 8 * (sample.label + 1)) <= 1, (sample.id, filled)  # the label survives the codec
@@ -472,7 +530,7 @@ def test_synth_cli_and_hydra_config(tmp_path: Path, capsys: pytest.CaptureFixtur
     out = tmp_path / "cli"
     assert synth.main(["lerobot", str(out), "--num-episodes", "2", "--frames-per-episode", "2"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"root: {out}"
-    assert len(LeRobotRewardDataset(out)) == 4
+    assert len(frame_dataset(out)) == 4
     cfg = compose_config("train", ["data=lerobot", "preset=tiny", "data.synth_episodes=4"], tmp_path)
     dm = instantiate(cfg.data, collator=ListCollator())
     assert isinstance(dm, LeRobotRewardDataModule)

@@ -1,8 +1,9 @@
-"""Tests for the seed-004 multiple-choice VQA source: reading, prompts, answers, checks, synthetic data."""
+"""The multiple-choice VQA source (the MCQA recipe): reading, prompts, answers, checks, synthetic data."""
 
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,18 +14,17 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
+from torch.utils.data import Dataset
 
 from tests.helpers import compose_config
 from tests.test_configs import assert_targets_bind
 from vlmlab.data.collate import IGNORE_INDEX, SFTCollator
-from vlmlab.data.errors import DataError
+from vlmlab.data.errors import DataError, OnBadSample
 from vlmlab.data.mcqa import (
-    ANSWER_FORMAT_INSTRUCTION,
     MCQADataModule,
-    MCQADataset,
+    MCQATable,
     check_row,
-    format_answer,
-    format_prompt,
+    read_rows,
     to_sample,
     trainset_features,
     validate_file,
@@ -32,6 +32,7 @@ from vlmlab.data.mcqa import (
 from vlmlab.data.sample import Sample
 from vlmlab.data.synthetic.mcqa import COLOURS, QUADRANTS
 from vlmlab.data.synthetic.mcqa import write as write_mcqa
+from vlmlab.tasks.mcqa import ANSWER_FORMAT_INSTRUCTION, format_answer, format_prompt
 from vlmlab.tools.synth import main as synth_main
 
 INSTRUCTION = (
@@ -66,6 +67,27 @@ def write_rows(path: Path, rows: list[dict[str, Any]], typed: bool = True) -> Pa
     schema = trainset_features().arrow_schema if typed else None
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
     return path
+
+
+def read_split(
+    spec: Path, on_bad_sample: OnBadSample = "raise", max_images: int | None = None
+) -> MCQADataModule:
+    """A datamodule whose train split is ``spec`` (a file, glob or folder), set up."""
+    datamodule = MCQADataModule(
+        root=str(spec.parent),
+        train_file=str(spec),
+        val_file=None,
+        test_file=None,
+        on_bad_sample=on_bad_sample,
+        max_images=max_images,
+    )
+    datamodule.setup("fit")
+    return datamodule
+
+
+def split_samples(spec: Path, on_bad_sample: OnBadSample = "raise") -> Dataset:
+    """The samples of ``spec`` as training reads them (the policy applied per source file)."""
+    return read_split(spec, on_bad_sample).dataset("train")
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +152,7 @@ def test_sample_from_row(tmp_path: Path) -> None:
 
 
 def test_options_as_json_string_and_pil_images(tmp_path: Path) -> None:
-    """The seed's prep_to_hf_bytes.py stores options as a JSON string; decoded datasets give PIL images."""
+    """The MCQA recipe's converter stores options as a JSON string; decoded datasets give PIL images."""
     row = good_row(options='{"A": "liver", "B": "kidney", "C": null}', images=[Image.new("L", (8, 8), 90)])
     assert check_row(row, 0, "x.parquet", decode=True) == []
     sample = to_sample(row, 0, tmp_path / "x.parquet")
@@ -183,7 +205,12 @@ BAD_CASES = [
 
 @pytest.mark.parametrize(("change", "field", "words", "decode_only"), BAD_CASES)
 def test_bad_input_names_file_row_and_field(
-    tmp_path: Path, change: dict[str, Any], field: str, words: str, decode_only: bool
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    change: dict[str, Any],
+    field: str,
+    words: str,
+    decode_only: bool,
 ) -> None:
     path = write_rows(tmp_path / "bad.parquet", [good_row(0), good_row(1, **change), good_row(2)])
     problems = validate_file(path)
@@ -192,21 +219,22 @@ def test_bad_input_names_file_row_and_field(
     assert words in problems[0].problem
     if decode_only:
         assert validate_file(path, decode=False) == []
-        dataset = MCQADataset(path)  # cheap checks pass; decoding the row names it
+        dataset = split_samples(path)  # cheap checks pass; decoding the row names it
         with pytest.raises(DataError, match=rf"{path}:1: images\[0\]: does not decode"):
             dataset[1]
         return
     with pytest.raises(DataError) as raised:
-        MCQADataset(path)
+        split_samples(path)
     assert f"{path}:1: {field}: " in str(raised.value)
-    skipping = MCQADataset(path, on_bad_sample="skip")
-    assert len(skipping) == 2 and skipping.skipped == 1
+    with caplog.at_level(logging.WARNING):
+        skipping = split_samples(path, on_bad_sample="skip")
+    assert len(skipping) == 2 and f"{path}: skipped 1 of 3 rows" in caplog.text
     assert [skipping[i].id for i in range(2)] == ["toy-0", "toy-2"]
 
 
 def test_missing_files_and_columns(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no parquet file"):
-        MCQADataset(tmp_path / "nothing-*.parquet")
+        split_samples(tmp_path / "nothing-*.parquet")
     (tmp_path / "broken.parquet").write_bytes(b"not parquet")
     [problem] = validate_file(tmp_path / "broken.parquet")
     assert problem.field == "file" and "not a readable parquet file" in problem.problem
@@ -233,7 +261,7 @@ def test_image_storage_forms(tmp_path: Path, storage: str) -> None:
     }[storage]
     path = write_rows(tmp_path / "rows.parquet", [good_row(0, images=[item])], typed=storage == "struct")
     assert validate_file(path) == [] and validate_file(path, decode=False) == []
-    image = MCQADataset(path)[0].messages[0]["content"][0]["image"]
+    image = split_samples(path)[0].messages[0]["content"][0]["image"]
     assert image.getpixel((0, 0)) == (10, 20, 240)
 
 
@@ -241,12 +269,24 @@ def test_glob_folder_and_several_sources(tmp_path: Path) -> None:
     write_rows(tmp_path / "train-0.parquet", [good_row(0), good_row(1)])
     write_rows(tmp_path / "train-1.parquet", [good_row(2), good_row(3, answer_label="Z")])
     with pytest.raises(DataError) as raised:
-        MCQADataset(tmp_path / "train-*.parquet")
+        split_samples(tmp_path / "train-*.parquet")
     assert [str(p).split(": ")[0] for p in raised.value.problems] == [f"{tmp_path / 'train-1.parquet'}:1"]
-    skipping = MCQADataset(tmp_path, on_bad_sample="skip")  # a folder: every parquet file in it
+    checks = read_rows(MCQATable(tmp_path / "train-*.parquet"))  # one Checked per source file
+    assert [c.where for c in checks] == [tmp_path / "train-0.parquet", tmp_path / "train-1.parquet"]
+    assert [[len(found) for found in c.problems] for c in checks] == [[0, 0], [0, 1]]
+    skipping = split_samples(tmp_path, on_bad_sample="skip")  # a folder: every parquet file in it
     assert [skipping[i].id for i in range(len(skipping))] == ["toy-0", "toy-1", "toy-2"]
     assert skipping[2].metadata["source"] == str(tmp_path / "train-1.parquet")
     assert skipping[2].metadata["row"] == 0
+
+
+def test_sample_costs_count_the_images_shown(tmp_path: Path) -> None:
+    two = [{"bytes": png(), "path": None}, {"bytes": png((0, 0, 200)), "path": None}]
+    path = write_rows(tmp_path / "rows.parquet", [good_row(0, images=two), good_row(1)])
+    assert read_split(path).sample_costs("train") == [2.0, 1.0]
+    assert read_split(path, max_images=1).sample_costs("train") == [1.0, 1.0]
+    with pytest.raises(ValueError, match="max_images=0"):
+        MCQADataModule(root=str(tmp_path), max_images=0)
 
 
 # ------------------------------------------------------------------------------------ synthetic
@@ -271,7 +311,7 @@ def test_synthetic_reads_back(synthetic: dict[str, Path]) -> None:
     assert all(
         isinstance(item["bytes"], bytes) and item["path"] is None for row in rows for item in row["images"]
     )
-    dataset = MCQADataset(synthetic["train"])
+    dataset = split_samples(synthetic["train"])
     answers = {dataset[i].answer.startswith("<think>") for i in range(len(dataset))}
     assert answers == {True, False}
 

@@ -1,35 +1,35 @@
-"""Video temporal grounding (seed 001): frame sampling, video reading, the JSONL source, the synthetic writer."""
+"""Video temporal grounding: frame sampling, video reading, the answer format, the JSONL source, the synthetic writer."""
 
 from __future__ import annotations
 
 import json
+import logging
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from vlmlab.data.collate import IGNORE_INDEX, SFTCollator
-from vlmlab.data.errors import DataError
+from vlmlab.data.errors import DataError, keep_good
 from vlmlab.data.sample import Sample
 from vlmlab.data.synthetic.vtg import BACKGROUND, COLOURS, write, write_video
 from vlmlab.data.video import VideoError, VideoFrames, read_video, sample_frame_indices
-from vlmlab.data.vtg import (
+from vlmlab.data.vtg import VTGDataModule, read_rows, validate_file
+from vlmlab.tasks.grounding import (
     TemporalFormat,
-    VTGDataModule,
-    VTGDataset,
     format_span,
     grounding_prompt,
     parse_span,
     relative_decimals,
     span_bins,
-    validate_file,
 )
 from vlmlab.tools.synth import main as synth_main
 from vlmlab.tools.validate import main as validate_main
 
-# The seed's example row, verbatim.
-SEED_LINE = (
+# The grounding recipe's example row, verbatim.
+RECIPE_LINE = (
     '{"video": "./data/videos/timerft_data/_0yiT0hhCCM_00:06:44:200_00:07:09:100.mp4", '
     '"duration": 24.900000000000034, "timestamp": [11.3, 15.0], '
     '"sentence": "the paper bill has an image of a woman holding up a paper", '
@@ -239,27 +239,43 @@ def test_temporal_format_checks() -> None:
         TemporalFormat(num_bins=1000, use_temporal_tokens=True)
 
 
-# ---------------------------------------------------------------- the seed's example row
+# ---------------------------------------------------------------- the recipe's example row
 
 
 @pytest.fixture(scope="module")
-def seed_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The seed's row with a 432 s, 1 fps stand-in for its video (frame k has grey level k // 2)."""
-    root = tmp_path_factory.mktemp("seed")
+def recipe_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The recipe's row with a 432 s, 1 fps stand-in for its video (frame k has grey level k // 2)."""
+    root = tmp_path_factory.mktemp("recipe")
     video = root / "data/videos/timerft_data/_0yiT0hhCCM_00:06:44:200_00:07:09:100.mp4"
     video.parent.mkdir(parents=True)
     pixels = np.empty((432, 16, 16, 3), dtype=np.uint8)
     pixels[:] = (np.arange(432) // 2).astype(np.uint8)[:, None, None, None]
     write_video(video, pixels, fps=1)
-    extra = dict(json.loads(SEED_LINE), qid="second", camera="gopro", tags=["a", "b"])
-    (root / "train.jsonl").write_text(SEED_LINE + "\n\n" + json.dumps(extra) + "\n")
+    extra = dict(json.loads(RECIPE_LINE), qid="second", camera="gopro", tags=["a", "b"])
+    (root / "train.jsonl").write_text(RECIPE_LINE + "\n\n" + json.dumps(extra) + "\n")
     return root
 
 
-def test_seed_example_row(seed_example: Path) -> None:
-    dataset = VTGDataset(seed_example / "train.jsonl", seed_example, VideoFrames(height=None, width=None))
+def train_split(path: Path, video_dir: Path | None = None, **kwargs: object) -> VTGDataModule:
+    """A datamodule set up with the file ``path`` as its training split (no val / test)."""
+    dm = VTGDataModule(
+        root=str(path.parent),
+        video_dir=None if video_dir is None else str(video_dir),
+        train_file=path.name,
+        val_file=None,
+        test_file=None,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    dm.setup("fit")
+    return dm
+
+
+def test_recipe_example_row(recipe_example: Path) -> None:
+    dm = train_split(recipe_example / "train.jsonl", frames=VideoFrames(height=None, width=None))
+    dataset = dm.datasets["train"]
     assert len(dataset) == 2
-    assert dataset.durations() == [24.900000000000034, 24.900000000000034]
+    assert dm.durations("train") == [24.900000000000034, 24.900000000000034]
+    assert dm.sample_costs("train") == [24.900000000000034, 24.900000000000034]
     sample = dataset[0]
     assert isinstance(sample, Sample)
     assert (
@@ -283,7 +299,7 @@ def test_seed_example_row(seed_example: Path) -> None:
         "video_end": 429.1,
         "difficulty": 24.650233177881407,
         "pred": [0.0, 15.01],
-        "annotation_file": str(seed_example / "train.jsonl"),
+        "annotation_file": str(recipe_example / "train.jsonl"),
         "annotation_line": 1,
     }
     (message,) = sample.messages
@@ -303,11 +319,12 @@ def test_seed_example_row(seed_example: Path) -> None:
     assert second.id == "second"
     assert second.metadata["camera"] == "gopro" and second.metadata["tags"] == ["a", "b"]
     assert second.metadata["annotation_line"] == 3
-    absolute = VTGDataset(
-        seed_example / "train.jsonl", seed_example, temporal=TemporalFormat(use_relative_timestamps=False)
+    absolute = train_split(
+        recipe_example / "train.jsonl", temporal=TemporalFormat(use_relative_timestamps=False)
     )
-    assert absolute.rows[0][1]["timestamp"] == [11.3, 15.0]
-    assert validate_file(seed_example / "train.jsonl", video_dir=seed_example) == []
+    assert absolute.datasets["train"].items[0].row["timestamp"] == [11.3, 15.0]
+    assert absolute.datasets["train"][0].answer == "<answer>11.3 to 15.0</answer>"
+    assert validate_file(recipe_example / "train.jsonl", video_dir=recipe_example) == []
 
 
 # ---------------------------------------------------------------- bad input
@@ -363,18 +380,22 @@ def write_rows(path: Path, second: object) -> Path:
 
 @pytest.mark.parametrize(("case", "row", "field"), BAD_ROWS, ids=[c for c, _, _ in BAD_ROWS])
 def test_bad_rows_name_file_row_and_field(
-    clip_dir: Path, tmp_path: Path, case: str, row: object, field: str
+    clip_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, case: str, row: object, field: str
 ) -> None:
     path = write_rows(tmp_path / "train.jsonl", row)
     expected = f"{path}:2: {field}:"
     with pytest.raises(DataError) as error:
-        VTGDataset(path, clip_dir)
+        train_split(path, clip_dir)
     assert expected in str(error.value), str(error.value)
+    with pytest.raises(DataError, match=re.escape(expected)):
+        keep_good(read_rows(path, clip_dir), "raise")
     problems = validate_file(path, decode=False, video_dir=clip_dir)
     assert expected in [f"{p.path}:{p.row}: {p.field}:" for p in problems]
     assert all(p.row == 2 for p in problems)  # the good first line is never blamed
-    skipped = VTGDataset(path, clip_dir, on_bad_sample="skip")
-    assert len(skipped) == 1 and skipped.skipped == 1 and skipped[0].id == "q1"
+    with caplog.at_level(logging.WARNING):
+        skipped = train_split(path, clip_dir, on_bad_sample="skip").datasets["train"]
+    assert len(skipped) == 1 and skipped[0].id == "q1"
+    assert f"{path}: skipped 1 of 2 rows (data.on_bad_sample=skip)" in caplog.text
 
 
 BAD_VIDEOS = [
@@ -404,16 +425,41 @@ def test_repeated_qids_get_line_ids(clip_dir: Path, tmp_path: Path, caplog: pyte
     path = tmp_path / "train.jsonl"
     lines = [good_row(qid="q1"), good_row(qid="q2"), good_row(), good_row(qid="q1", timestamp=[0.0, 1.0])]
     path.write_text("".join(json.dumps(row) + "\n" for row in lines))
-    dataset = VTGDataset(path, clip_dir)
-    assert dataset.ids == ["train:1", "q2", "train:3", "train:4"]
+    assert [item.id for item in read_rows(path, clip_dir).items] == ["train:1", "q2", "train:3", "train:4"]
     assert "2 rows share a qid" in caplog.text
+    dataset = train_split(path, clip_dir).datasets["train"]
     assert dataset[3].id == "train:4" and dataset[3].metadata["qid"] == "q1"
 
 
-def test_missing_annotation_file(tmp_path: Path) -> None:
+def test_ids_are_those_of_the_kept_rows(clip_dir: Path, tmp_path: Path) -> None:
+    # The second q1 is bad: once it is skipped, the first q1 is unique and keeps its qid as id.
+    path = tmp_path / "train.jsonl"
+    lines = [good_row(qid="q1"), good_row(qid="q1", duration=-1.0), good_row(qid="q2")]
+    path.write_text("".join(json.dumps(row) + "\n" for row in lines))
+    dataset = train_split(path, clip_dir, on_bad_sample="skip").datasets["train"]
+    assert [dataset[i].id for i in range(len(dataset))] == ["q1", "q2"]
+
+
+def test_missing_or_unreadable_annotation_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="annotation file not found"):
-        VTGDataset(tmp_path / "nope.jsonl")
+        train_split(tmp_path / "nope.jsonl")
+    with pytest.raises(DataError, match="annotation file not found"):
+        read_rows(tmp_path / "nope.jsonl")
     assert [p.field for p in validate_file(tmp_path / "nope.jsonl")] == ["file"]
+    # Not UTF-8 (latin-1 "é"): the file is named with the byte and its offset.
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(json.dumps(good_row(sentence="café"), ensure_ascii=False).encode("latin-1") + b"\n")
+    offset = latin.read_bytes().index(0xE9)
+    assert [str(p) for p in validate_file(latin, decode=False)] == [
+        f"{latin}:-: encoding: not UTF-8: byte 0xe9 at offset {offset}"
+    ]
+    with pytest.raises(DataError, match="not UTF-8"):
+        train_split(latin)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert [str(p) for p in validate_file(empty)] == [
+        f"{empty}:-: file: no *.jsonl annotation file in this folder"
+    ]
 
 
 # ---------------------------------------------------------------- synthetic data and the DataModule
@@ -525,8 +571,17 @@ def test_datamodule_yields_samples_that_collate(
         num_workers=0,
     )
     dm.setup("fit")
-    assert dm.datasets["train"].frames.sampling == "random"
-    assert dm.datasets["val"].frames.sampling == "uniform"  # random sampling is train-only
+    # Random sampling is train-only: val decodes the uniform frames.
+    assert all(item.training for item in dm.datasets["train"].items)
+    assert not any(item.training for item in dm.datasets["val"].items)
+    val_row = dm.datasets["val"].items[0].row
+    uniform = read_video(
+        out / val_row["video"],
+        replace(frames, sampling="uniform"),
+        val_row.get("video_start"),
+        val_row.get("video_end"),
+    )
+    np.testing.assert_array_equal(dm.datasets["val"][0].messages[0]["content"][0]["video"], uniform.frames)
     assert dm.durations("train") == [row["duration"] for row in rows(paths["train"])]
     assert dm.durations("test") == [row["duration"] for row in rows(paths["test"])]
     sample = dm.datasets["train"][1]

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from vlmlab.rl import (
     Rollout,
+    StepContext,
     completion_mask,
-    generation_sync_kwargs,
+    dapo_gradient_scale,
     group_advantages,
     group_reward_std,
     micro_batches,
@@ -164,8 +164,8 @@ PARTIAL = torch.tensor([[1, 1, 0], [1, 0, 0]])
         ("dr_grpo", {}, -0.2 / (2 * 3)),  # default length: C = 3
         ("dr_grpo", {"max_completion_length": 10}, -0.2 / (2 * 10)),
         ("dapo", {}, -0.2 / 3),  # default: this batch's tokens
-        ("dapo", {"num_items_in_batch": 8, "num_processes": 2, "accumulation_steps": 2}, -0.2 / (8 / 4)),
-        ("dapo", {"num_items_in_batch": torch.tensor(5)}, -0.2 / 5),
+        ("dapo", {"context": StepContext(2, 2, num_items_in_batch=8)}, -0.2 / (8 / 4)),
+        ("dapo", {"context": StepContext(num_items_in_batch=torch.tensor(5))}, -0.2 / 5),
     ],
 )
 def test_loss_normalisations_by_hand(loss_type: str, kwargs: dict, expected: float) -> None:
@@ -176,10 +176,23 @@ def test_loss_normalisations_by_hand(loss_type: str, kwargs: dict, expected: flo
 def test_dapo_default_scales_with_processes_and_accumulation_consistently() -> None:
     # With no global count the batch is assumed typical: same loss whatever the sizes.
     base, _ = policy_loss(_logps(), OLD, None, ADVANTAGES, PARTIAL, "dapo")
-    scaled, _ = policy_loss(
-        _logps(), OLD, None, ADVANTAGES, PARTIAL, "dapo", num_processes=4, accumulation_steps=3
-    )
+    scaled, _ = policy_loss(_logps(), OLD, None, ADVANTAGES, PARTIAL, "dapo", context=StepContext(4, 3))
     assert scaled.item() == pytest.approx(base.item())
+
+
+def test_deferred_dapo_normalisation_equals_the_global_token_mean() -> None:
+    # Each micro-batch's loss as a plain masked sum, the gradient scaled once the step's tokens are known,
+    # equals the loss normalised by the true count: 2 processes x 2 accumulation steps, 11 tokens in all.
+    context = StepContext(2, 2)
+    deferred = StepContext(2, 2, num_items_in_batch=context.shards)
+    exact = StepContext(2, 2, num_items_in_batch=11)
+    logps_a, logps_b = _logps().requires_grad_(True), _logps().requires_grad_(True)
+    loss_sum, _ = policy_loss(logps_a, OLD, None, ADVANTAGES, PARTIAL, "dapo", context=deferred)
+    loss_exact, _ = policy_loss(logps_b, OLD, None, ADVANTAGES, PARTIAL, "dapo", context=exact)
+    assert loss_sum.item() == pytest.approx(-0.2)  # normaliser 1: the masked sum
+    loss_sum.backward()
+    loss_exact.backward()
+    assert torch.allclose(logps_a.grad * dapo_gradient_scale(11, context), logps_b.grad)
 
 
 def test_empty_sequence_counts_nowhere() -> None:
@@ -284,31 +297,6 @@ def test_micro_batches(n: int, size: int | None, expected: list[slice]) -> None:
 def test_micro_batches_rejects_bad_size() -> None:
     with pytest.raises(ValueError):
         micro_batches(4, 0)
-
-
-# ---------------------------------------------------------------- generation under ZeRO-3
-
-
-def test_generation_sync_kwargs_with_lightning_strategies() -> None:
-    from pytorch_lightning.strategies import DDPStrategy, DeepSpeedStrategy, SingleDeviceStrategy
-
-    assert generation_sync_kwargs(DeepSpeedStrategy(stage=3)) == {"synced_gpus": True}
-    assert generation_sync_kwargs(DeepSpeedStrategy(stage=3, offload_optimizer=True)) == {"synced_gpus": True}
-    assert generation_sync_kwargs(DeepSpeedStrategy(config={"zero_optimization": {"stage": 3}})) == {
-        "synced_gpus": True
-    }
-    assert generation_sync_kwargs(DeepSpeedStrategy(stage=2)) == {}
-    assert generation_sync_kwargs(DDPStrategy()) == {}
-    assert generation_sync_kwargs(SingleDeviceStrategy("cpu")) == {}
-
-
-def test_generation_sync_kwargs_duck_typed() -> None:
-    class Zero3Property:
-        zero_stage_3 = True
-
-    assert generation_sync_kwargs(Zero3Property()) == {"synced_gpus": True}
-    assert generation_sync_kwargs(SimpleNamespace(config={"train_batch_size": 8})) == {}
-    assert generation_sync_kwargs(None) == {}
 
 
 # ---------------------------------------------------------------- rollout container

@@ -34,7 +34,7 @@ from trl import GRPOTrainer
 from trl.distributed import DistributedBackend
 from trl.trainer.utils import add_fused_lm_head
 
-from vlmlab.rl import Rollout, completion_mask, group_advantages, policy_loss, token_logps
+from vlmlab.rl import Rollout, StepContext, completion_mask, group_advantages, policy_loss, token_logps
 
 EOS_IDS, PAD = [2, 9], 0
 B, G = 2, 3
@@ -369,9 +369,7 @@ def test_policy_loss_matches_trl_in_training(loss_type: str, beta: float, epsilo
         epsilon_high=epsilon_high,
         max_completion_length=8,
         # Tokens of one optimizer step: the generation batch's tokens scaled to GA of its S micro-batches.
-        num_items_in_batch=generation_tokens * accumulation / steps_per_generation,
-        num_processes=processes,
-        accumulation_steps=accumulation,
+        context=StepContext(processes, accumulation, generation_tokens * accumulation / steps_per_generation),
     )
     assert loss.item() == pytest.approx(trl_loss.item() * accumulation, abs=1e-6)
     assert torch.allclose(grad, trl_grad * accumulation, atol=1e-6, rtol=0)
@@ -385,7 +383,9 @@ def test_policy_loss_matches_trl_in_evaluation(loss_type: str) -> None:
     trl_loss, trl_grad, metrics = run_trl_loss(
         data, training=False, num_items=14, loss_type=loss_type, beta=0.04, max_completion_length=5
     )
-    loss, grad, stats = run_our_loss(data, loss_type=loss_type, beta=0.04, num_items_in_batch=14)
+    loss, grad, stats = run_our_loss(
+        data, loss_type=loss_type, beta=0.04, context=StepContext(num_items_in_batch=14)
+    )
     assert loss.item() == pytest.approx(trl_loss.item(), abs=1e-6)
     assert torch.allclose(grad, trl_grad, atol=1e-6, rtol=0)
     assert_stats_match(stats, metrics, 0.04)

@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from vlmlab.metrics.temporal import TemporalGroundingMetrics, answer_iou
+from vlmlab.metrics.temporal import TemporalGroundingMetrics
 from vlmlab.rewards import temporal as temporal_reward
+from vlmlab.tasks.grounding import answer_iou
 
 
 def seconds_target(start: float, end: float, duration: float = 10.0) -> dict:

@@ -22,8 +22,8 @@ from vlmlab.callbacks.pictures import (
     predicted_box,
 )
 from vlmlab.data.collate import VisionLanguageBatch
-from vlmlab.data.coords import FrameGeometry
 from vlmlab.data.sample import Sample
+from vlmlab.tasks.coords import FrameGeometry
 
 
 def brats_answer(box: list[float], peak: float = 5, ratio: float = 0.1) -> str:

@@ -1,4 +1,4 @@
-"""The pooled-token reward classifier (seed 002): pooling, head, fit, checkpoint, HF export, predict."""
+"""The pooled-token reward classifier (the robot reward recipe): pooling, head, fit, checkpoint, HF export, predict."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from transformers import Qwen3VLConfig
 
 from tests.helpers import run_script
+from tests.test_data_lerobot import frame_dataset as LeRobotRewardDataset
 from vlmlab.callbacks.episode_rewards import EpisodeRewardWriter, episodes_of, reward_figure
 from vlmlab.data.collate import ClassificationCollator
-from vlmlab.data.lerobot import LeRobotRewardDataModule, LeRobotRewardDataset
+from vlmlab.data.lerobot import LeRobotRewardDataModule
 from vlmlab.data.synthetic.lerobot import write as write_lerobot
 from vlmlab.metrics.classification import ClassificationMetrics, confusion_matrix_figure
 from vlmlab.models.backbone import BackboneSpec
@@ -98,7 +99,13 @@ def test_last_token_index_for_right_left_and_holed_masks() -> None:
     mask = torch.tensor(
         [
             [1, 1, 1, 0, 0],  # right padding: sum - 1 = 2
-            [0, 0, 1, 1, 1],  # left padding: the last column, 4 (the seed's sum - 1 would say 2)
+            [
+                0,
+                0,
+                1,
+                1,
+                1,
+            ],  # left padding: the last column, 4 (the robot reward recipe's sum - 1 would say 2)
             [1, 1, 1, 1, 1],  # no padding: 4
             [1, 0, 1, 1, 0],  # a hole (e.g. a masked token): the last real one, 3
             [0, 1, 0, 0, 0],  # a single real token: 1

@@ -9,15 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vlmlab.data.brats import format_answer
-from vlmlab.rewards.brats_3d import (
-    DEFAULT_WEIGHTS,
-    MAX_TOTAL,
-    box_iou_3d,
-    has_repetition,
-    parse_answer,
-    score,
-)
+from vlmlab.rewards.brats_3d import DEFAULT_WEIGHTS, MAX_TOTAL, has_repetition, score
+from vlmlab.tasks.brats_detection import box_iou_3d, format_answer, parse_answer
 
 TARGET = {"bbox_3d": [0, 0, 0, 10, 1, 1], "peak_slice": 20, "tumor_ratio": 0.5}
 THINK = "<think>This video shows 4 MRI sequences.</think>"
@@ -85,7 +78,10 @@ def test_think_format(text: str, expected: float) -> None:
     ("text", "expected"),
     [
         ("<think>This video shows a tumour.</think>", 0.5),
-        ("<think>  \nthis VIDEO shows a tumour.</think>", 0.5),  # case-insensitive, stripped (seed 003)
+        (
+            "<think>  \nthis VIDEO shows a tumour.</think>",
+            0.5,
+        ),  # case-insensitive, stripped (the BraTS recipe)
         ("<think>The video shows a tumour.</think>", 0.0),
         ("<think>I think This video shows a tumour.</think>", 0.0),  # must start with it
         ("This video shows a tumour.", 0.0),  # not inside <think>
@@ -104,7 +100,7 @@ def test_video_keyword(text: str, expected: float) -> None:
     ("answer_text", "expected"),
     [
         ('{"bbox_3d": [0, 0, 0, 10, 1, 1], "peak_slice": 20, "tumor_ratio": 0.5}', 1.0),
-        ('[{"bbox_3d": [0, 0, 0, 10, 1, 1], "peak_slice": 20, "tumor_ratio": 0.5}]', 1.0),  # seed's list
+        ('[{"bbox_3d": [0, 0, 0, 10, 1, 1], "peak_slice": 20, "tumor_ratio": 0.5}]', 1.0),  # list form
         ('{"bbox_3d": [0.5, 0, 0, 10.5, 1, 1], "peak_slice": 20.0, "tumor_ratio": 1, "x": 1}', 1.0),
         ('{"bbox_3d": [3, 3, 3, 3, 3, 3], "peak_slice": 20, "tumor_ratio": 0.5}', 1.0),  # degenerate is a box
         ('{"bbox_3d": [0, 0, 0, 10, 1], "peak_slice": 20, "tumor_ratio": 0.5}', 0.0),  # 5 numbers
@@ -230,7 +226,7 @@ def test_decimal_boundary_needs_the_tolerance() -> None:
         (0.5, 0.35, 0.45),  # 30%
         (0.5, 0.6500001, 0.0),
         (0.5, -0.5, 0.0),
-        (0.0, 0.0, 1.5),  # a true ratio of 0: only 0 is right (seed 003)
+        (0.0, 0.0, 1.5),  # a true ratio of 0: only 0 is right (the BraTS recipe)
         (0.0, 0.01, 0.0),
     ],
 )

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vlmlab.data.mcqa import format_answer
-from vlmlab.rewards.mcqa import DEFAULT_WEIGHTS, MAX_TOTAL, answer_letter, score
+from vlmlab.rewards.mcqa import DEFAULT_WEIGHTS, MAX_TOTAL, score
+from vlmlab.tasks.mcqa import answer_letter, format_answer
 
 TARGET = {"answer_label": "B", "options": {"A": "red", "B": "blue"}, "dataset_name": "x", "dataset_index": 3}
 

@@ -12,12 +12,11 @@ import pytorch_lightning as pl
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from vlmlab.callbacks.batch_stats import BatchSizeStats, batch_size_of
 from vlmlab.data.collate import VisionLanguageBatch
-from vlmlab.data.sampler import DurationBucketSampler, estimate_vision_tokens, pack_by_duration
+from vlmlab.data.sampler import DurationBucketSampler, pack_by_duration
 
 
 def total(durations: list[float] | np.ndarray, batch: list[int]) -> float:
@@ -296,51 +295,6 @@ def test_set_epoch_to_another_epoch_discards_the_resume_position() -> None:
     s.load_state_dict({"epoch": 2, "batches_yielded": 3})
     s.set_epoch(3)
     assert len(list(s)) == len(s)
-
-
-# ---------------------------------------------------------------- vision-token estimate
-
-
-@pytest.mark.parametrize(
-    ("args", "expected"),
-    [
-        ((32, 364, 364), 16 * 13 * 13),  # seed 000 volumes: 364 / 28 = 13
-        ((1, 224, 224), 1 * 8 * 8),  # an image: one temporal patch
-        ((3, 100, 150), 2 * 4 * 5),  # ceil(3/2) = 2; 100/28 = 3.6 -> 4; 150/28 = 5.4 -> 5
-        ((1, 10, 10), 1),  # sides round up to at least one 28-pixel block
-        ((32, 364, 364, 16), 16 * 11 * 11),  # Qwen3-VL patch 16: 364 / 32 = 11.4 -> 11
-    ],
-)
-def test_estimate_vision_tokens_hand_values(args: tuple, expected: int) -> None:
-    assert estimate_vision_tokens(*args) == expected
-
-
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
-@pytest.mark.parametrize("size", [(50, 90), (30, 200), (120, 40), (28, 28), (364, 364)])
-def test_estimate_vision_tokens_matches_the_image_processor(
-    tiny_processors: dict, family: str, size: tuple
-) -> None:
-    processor = tiny_processors[family]
-    h, w = size
-    grid = processor.image_processor(images=[Image.new("RGB", (w, h))], return_tensors="pt")[
-        "image_grid_thw"
-    ][0]
-    ip = processor.image_processor
-    estimate = estimate_vision_tokens(
-        1, h, w, ip.patch_size, ip.merge_size, ip.temporal_patch_size, min_pixels=784, max_pixels=3136
-    )
-    assert estimate == int(grid.prod()) // ip.merge_size**2
-
-
-@pytest.mark.parametrize("shape", [(5, 64, 64), (8, 100, 60), (32, 364, 364)])
-def test_estimate_vision_tokens_matches_the_qwen2_5_video_processor(
-    tiny_processors: dict, shape: tuple
-) -> None:
-    t, h, w = shape
-    vp = tiny_processors["qwen2_5_vl"].video_processor
-    out = vp(videos=[np.zeros((t, h, w, 3), np.uint8)], do_sample_frames=False, return_tensors="pt")
-    estimate = estimate_vision_tokens(t, h, w, 14, 2, 2, min_pixels=784, max_pixels=3136)
-    assert estimate == int(out["video_grid_thw"][0].prod()) // 4
 
 
 # ---------------------------------------------------------------- batch-size callback

@@ -22,7 +22,7 @@ from pytorch_lightning.strategies import DDPStrategy, DeepSpeedStrategy
 
 from tests.helpers import CONF, compose_config
 from vlmlab.callbacks.hf_export import HuggingFaceExport, gathered_parameters, shards_parameters
-from vlmlab.rl.grpo import generation_sync_kwargs
+from vlmlab.compat.lightning import generation_sync_kwargs
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 STRATEGIES = sorted(p.stem for p in (CONF / "strategy").glob("*.yaml"))

@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from vlmlab.data.vtg import TemporalFormat, format_span
 from vlmlab.models.backbone import BackboneSpec
 from vlmlab.models.processor import offline_tokenizer
 from vlmlab.models.temporal_tokens import (
@@ -17,6 +16,7 @@ from vlmlab.models.temporal_tokens import (
     sinusoidal_embeddings,
 )
 from vlmlab.models.tiny import VOCAB_SIZE
+from vlmlab.tasks.grounding import TemporalFormat, format_span
 
 TOKENIZER_LEN = 151_669  # the offline Qwen2 tokenizer, before the temporal tokens
 

@@ -1,4 +1,4 @@
-"""Tests for vlmlab.data.volume: hand-computed values and parity with the seed's fetch_video."""
+"""Tests for vlmlab.data.volume: hand-computed values and parity with the report recipe's fetch_video."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from vlmlab.data.volume import (
     VolumeWindow,
     apply_window,
     load_volume,
-    sampled_frame_positions,
     spatial_resize,
     temporal_resize,
     volume_to_frames,
 )
+from vlmlab.tasks.coords import sampled_frame_positions
 
 
 def ramp_frames(t: int, c: int = 1, h: int = 2, w: int = 3) -> torch.Tensor:
@@ -150,7 +150,7 @@ def test_volume_to_frames_rejects_bad_rank() -> None:
 
 
 def seed_fetch_video(video: np.ndarray, target_t: int, size: tuple[int, int]) -> torch.Tensor:
-    """The seed's fetch_video on an array, torchvision's resize replaced by the kernel it calls."""
+    """The report recipe's fetch_video on an array, torchvision's resize replaced by the kernel it calls."""
     if video.ndim == 3:
         video = video[np.newaxis, ...]
     x = torch.tensor(video).float().permute(1, 0, 2, 3)  # [T, 1, H, W]

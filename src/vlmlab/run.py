@@ -27,15 +27,30 @@ class Run:
 
 
 def build(cfg: DictConfig, **module_overrides: Any) -> Run:
-    """Seed, then build processor, collator, datamodule, module, callbacks, loggers and trainer."""
+    """Seed, then build the backbone spec and its processor, the model's facts, the collator, the
+    datamodule, the module, callbacks, loggers and trainer.
+
+    This is the one place where a built object configures another: the processor and the model's
+    facts (vision geometry, chat markers) go into the collator and the datamodule, the backbone and
+    processor into the module, and a classifier's ``num_classes`` comes from the data when the config
+    leaves it null.
+    """
     pl.seed_everything(cfg.seed, workers=True)
     backbone = instantiate(cfg.model, _convert_="all")
     processor = backbone.load_processor()
+    facts = backbone.facts(processor)
     # Runtime objects go in through partials: Hydra would turn a dataclass kwarg into a config node.
-    collator = instantiate(cfg.task.collator, _partial_=True, _convert_="all")(processor=processor)
-    datamodule = instantiate(cfg.data, _partial_=True, _convert_="all")(collator=collator)
+    collator = instantiate(cfg.task.collator, _partial_=True, _convert_="all")(
+        processor=processor, chat=facts.chat
+    )
+    datamodule = instantiate(cfg.data, _partial_=True, _convert_="all")(
+        collator=collator, vision=facts.vision
+    )
+    if "num_classes" in cfg.task.module and cfg.task.module.num_classes is None:
+        datamodule.prepare_data()  # the synthetic data may not exist yet
+        module_overrides["num_classes"] = datamodule.num_classes
     module = instantiate(cfg.task.module, _partial_=True, _convert_="all")(
-        processor=processor, **module_overrides
+        backbone=backbone, processor=processor, **module_overrides
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]

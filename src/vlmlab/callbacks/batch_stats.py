@@ -1,4 +1,4 @@
-"""Batch-size statistics for dynamic batching (seed 001: "Step 10: batch_size avg=24.3, min=20, max=28")."""
+"""Batch-size statistics for dynamic batching (the grounding recipe: "Step 10: batch_size avg=24.3, min=20, max=28")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Per-episode reward curves from ``trainer.predict`` of the reward classifier (seed 002)."""
+"""Per-episode reward curves from ``trainer.predict`` of the reward classifier (the robot reward recipe)."""
 
 from __future__ import annotations
 

@@ -30,10 +30,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from vlmlab.data.coords import FrameGeometry, frame_to_slice
-from vlmlab.rewards.brats_3d import box_iou_3d, parse_answer
-from vlmlab.rewards.numbers import finite_number
-from vlmlab.rewards.temporal import predicted_span, temporal_format, temporal_iou
+from vlmlab.tasks.brats_detection import answer_box, box_iou_3d, parse_answer
+from vlmlab.tasks.coords import FrameGeometry, frame_to_slice
+from vlmlab.tasks.grounding import predicted_span, span_iou, temporal_format
+from vlmlab.tasks.numbers import finite_number
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +72,11 @@ def _check_video(frames: np.ndarray) -> np.ndarray:
 
 def predicted_box(prediction: str) -> tuple[list[float] | None, float | None]:
     """The predicted ``bbox_3d`` (6 finite numbers, ``x1 <= x2, y1 <= y2, z1 <= z2``) and ``peak_slice``,
-    each None when missing or malformed; parsed with the BraTS reward's :func:`parse_answer`."""
+    each None when missing or malformed; read as the BraTS reward reads them."""
     answer = parse_answer(prediction if isinstance(prediction, str) else "")
     if answer is None:
         return None, None
-    peak = finite_number(answer.get("peak_slice"))
-    raw = answer.get("bbox_3d")
-    if not isinstance(raw, Sequence) or isinstance(raw, str) or len(raw) != 6:
-        return None, peak
-    box = [finite_number(v) for v in raw]
-    if any(v is None for v in box) or any(box[k] > box[k + 3] for k in range(3)):  # type: ignore[operator]
-        return None, peak
-    return box, peak  # type: ignore[return-value]
+    return answer_box(answer), finite_number(answer.get("peak_slice"))
 
 
 def frames_around(peak: float, num_frames: int, count: int) -> list[int]:
@@ -250,7 +243,7 @@ def draw_temporal_spans(
     elif clipped is None or clipped[1] <= clipped[0]:
         result = f"predicted {span[0]:.1f}-{span[1]:.1f} s outside the clip, IoU 0.00"
     else:
-        result = f"IoU {temporal_iou(clipped, (start, end)):.2f}"
+        result = f"IoU {span_iou(clipped, (start, end)):.2f}"
     figure.suptitle(f"{title}  {result}".strip(), fontsize=9)
     figure.tight_layout(rect=(0, 0, 1, 0.94))
     return figure

@@ -1,1 +1,2 @@
-"""Workarounds for library problems, one named module each (see README, "Workarounds")."""
+"""Workarounds for library problems and the library internals vlmlab reads, one named module each
+(see README, "Workarounds")."""

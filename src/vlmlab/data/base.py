@@ -1,76 +1,95 @@
-"""The LightningDataModule every data source extends: splits, validation at start, dataloaders,
-optional duration bucketing of training batches, and the training position for exact resume."""
+"""The LightningDataModule every data source extends, and the dataset of checked items they all build.
+
+A source only finds, checks and decodes its own files (:meth:`VisionLanguageDataModule.read_split`
+returns a :class:`~vlmlab.data.errors.Checked`, :meth:`~VisionLanguageDataModule.to_sample` decodes an
+item); this class owns what they share: the bad-sample policy, synthetic data on first use, the
+loaders (shuffled, distributed or duration-bucketed) and the training position for exact resume.
+"""
 
 from __future__ import annotations
 
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.trainer.states import TrainerFn
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from vlmlab.compat.lightning import batches_done, uses_distributed_sampler
 from vlmlab.data.collate import QwenVLCollator
-from vlmlab.data.errors import DataError, DataProblem
+from vlmlab.data.errors import Checked, DataError, Item, OnBadSample, check_policy, keep_good
+from vlmlab.data.sample import Sample
 from vlmlab.data.sampler import DurationBatching, DurationBucketSampler, ResumableSampler
+from vlmlab.models.facts import VisionGeometry
 
 log = logging.getLogger(__name__)
 
 Split = Literal["train", "val", "test"]
-OnBadSample = Literal["raise", "skip"]
-STAGE_SPLITS: dict[str, list[Split]] = {
-    "fit": ["train", "val"],
-    "validate": ["val"],
-    "test": ["test"],
-    "predict": ["test"],
+SPLITS: tuple[Split, ...] = ("train", "val", "test")
+STAGE_SPLITS: dict[str, tuple[Split, ...]] = {
+    "fit": ("train", "val"),
+    "validate": ("val",),
+    "test": ("test",),
+    "predict": ("test",),
 }
 
 
-def keep_good_rows(
-    rows: list[Any], problems: list[DataProblem], on_bad_sample: OnBadSample, path: Path
-) -> list[Any]:
-    """Apply the ``on_bad_sample`` policy: raise every problem at once, or drop the bad rows *and say so*."""
-    if not problems:
-        return rows
-    if on_bad_sample == "raise":
-        raise DataError(problems)
-    bad = {p.row for p in problems}
-    for problem in problems:
-        log.warning("skipping bad sample: %s", problem)
-    log.warning("%s: skipped %d of %d rows (data.on_bad_sample=skip)", path, len(bad), len(rows))
-    return [row for i, row in enumerate(rows) if i not in bad]
+class SampleDataset(Dataset, Generic[Item]):
+    """Items that passed their checks, decoded to :class:`Sample` on access by ``decode``.
+
+    cost: the item's batching cost (seconds of video, or vision tokens), for duration bucketing.
+    """
+
+    def __init__(
+        self,
+        items: Sequence[Item],
+        decode: Callable[[Item], Sample],
+        cost: Callable[[Item], float] | None = None,
+    ):
+        self.items = list(items)
+        self.decode = decode
+        self.cost = cost
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.decode(self.items[index])
+
+    def sample_costs(self) -> list[float]:
+        if self.cost is None:
+            raise NotImplementedError("this data source has no per-sample cost for duration batching")
+        return [float(self.cost(item)) for item in self.items]
 
 
 def dataset_costs(dataset: Dataset) -> list[float]:
-    """Per-sample batching costs of a dataset (seconds of video, or estimated vision tokens)."""
+    """Per-sample batching costs of a dataset (a :class:`SampleDataset` or a concatenation of them)."""
     if isinstance(dataset, ConcatDataset):
         return [c for part in dataset.datasets for c in dataset_costs(part)]
-    costs = getattr(dataset, "sample_costs", None)
-    if costs is None:
+    if not isinstance(dataset, SampleDataset):
         raise NotImplementedError(
             f"{type(dataset).__name__} has no sample_costs(): duration batching needs one"
         )
-    return list(costs())
+    return dataset.sample_costs()
 
 
 class VisionLanguageDataModule(pl.LightningDataModule):
-    """Shared plumbing. A source implements :meth:`build_dataset` (one split file to a Dataset) and
-    :meth:`write_synthetic`; sources whose splits are not one file each override :meth:`build_split`,
-    :meth:`has_data` and :meth:`missing_split_hint`.
+    """Shared plumbing of every source. A source implements :meth:`read_split`, :meth:`to_sample`,
+    :meth:`has_data` and :meth:`write_synthetic` (and :meth:`sample_cost` for duration batching).
 
-    root: the dataset folder; split files are relative to it unless absolute.
-    collator: built from the task config (SFT, GRPO or classification) and the model's processor.
+    root: the dataset folder.
+    collator: the task's collator (SFT, GRPO or classification) on the model's processor.
+    vision: the model's vision geometry (frame sizes the processor keeps, vision tokens of a sample).
     synthesize: write a synthetic dataset into ``root`` when it has no data (``preset=tiny``).
     on_bad_sample: ``raise`` stops at start naming file, row and field; ``skip`` drops and counts.
     duration_batching: pack training batches by per-sample cost (:class:`DurationBatching`, or a
         mapping of its fields) instead of a fixed ``batch_size``; None: fixed batches.
-    seed: seeds the training order (epoch ``e`` shuffles with ``seed + e``) and the loaders' worker
-        seeds; None: the process's torch seed (``seed_everything(cfg.seed)``: the run's ``seed``).
+    seed: seeds the training order (epoch ``e`` shuffles with ``seed + e``) and the loaders' workers.
 
     Exact resume: Lightning stores :meth:`state_dict` (the epoch and how many training batches were
     trained on in it) in every checkpoint; after :meth:`load_state_dict` the next training loader
@@ -83,61 +102,83 @@ class VisionLanguageDataModule(pl.LightningDataModule):
         self,
         root: str,
         collator: QwenVLCollator | None = None,
-        train_file: str | None = "train.json",
-        val_file: str | None = "val.json",
-        test_file: str | None = "test.json",
+        vision: VisionGeometry | None = None,
         batch_size: int = 1,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         synthesize: bool = False,
         on_bad_sample: OnBadSample = "raise",
         duration_batching: DurationBatching | Mapping[str, Any] | None = None,
-        seed: int | None = None,
+        seed: int = 0,
     ):
         super().__init__()
-        if on_bad_sample not in ("raise", "skip"):
-            raise ValueError(f"data.on_bad_sample={on_bad_sample!r}; expected 'raise' or 'skip'")
         self.root = Path(root)
         self.collator = collator
-        self.files: dict[Split, str | None] = {"train": train_file, "val": val_file, "test": test_file}
+        self.vision = vision
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.synthesize = synthesize
-        self.on_bad_sample: OnBadSample = on_bad_sample
+        self.on_bad_sample = check_policy(on_bad_sample)
         if isinstance(duration_batching, Mapping):
             duration_batching = DurationBatching(**duration_batching)
         self.duration_batching = duration_batching
-        # torch.initial_seed() is up to 64 bits; seed + epoch must stay a valid generator seed.
-        self.seed = (torch.initial_seed() if seed is None else seed) % 2**62
+        self.seed = int(seed) % 2**62  # seed + epoch must stay a valid generator seed
         self.datasets: dict[Split, Dataset] = {}
         self._resume_position: dict[str, Any] | None = None  # from load_state_dict, used once
 
-    def split_path(self, split: Split) -> Path | None:
-        name = self.files[split]
-        if name is None:
-            return None
-        path = Path(name)
-        return path if path.is_absolute() else self.root / path
+    # ------------------------------------------------------------------ what a source implements
 
-    def build_dataset(self, path: Path) -> Dataset:
+    def read_split(self, split: Split) -> list[Checked] | None:
+        """The items of ``split`` with their problems, one :class:`Checked` per place read (a file,
+        a folder); None when the split is not configured."""
         raise NotImplementedError
 
-    def build_split(self, split: Split) -> Dataset | None:
-        """The dataset of ``split``, or None when the split is not configured."""
-        path = self.split_path(split)
-        return None if path is None else self.build_dataset(path)
+    def to_sample(self, item: Any) -> Sample:
+        """Decode one checked item (a DataError naming file, row and field if it cannot be)."""
+        raise NotImplementedError
+
+    def sample_cost(self, item: Any) -> float:
+        """The batching cost of one item: seconds of video, or vision tokens (see :attr:`vision`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no per-sample cost for duration batching")
 
     def has_data(self) -> bool:
         """Whether ``root`` already holds the dataset (else ``synthesize`` writes one)."""
-        train = self.split_path("train")
-        return train is None or train.exists()
-
-    def missing_split_hint(self, split: Split) -> str:
-        return f"set data.{split}_file"
+        return self.root.exists()
 
     def write_synthetic(self, root: Path) -> None:
         raise NotImplementedError(f"{type(self).__name__} has no synthetic generator")
+
+    def split_hint(self, split: Split) -> str:
+        """How a user configures ``split`` (for the error when it is missing)."""
+        return f"set data.{split}_file"
+
+    # ------------------------------------------------------------------ shared
+
+    def require_vision(self) -> VisionGeometry:
+        if self.vision is None:
+            raise RuntimeError(
+                f"{type(self).__name__} needs the model's vision geometry (vlmlab.run.build passes it)"
+            )
+        return self.vision
+
+    def keep(self, checked: Checked) -> list[Any]:
+        """The items of ``checked`` that the bad-sample policy keeps (or a DataError)."""
+        return keep_good(checked, self.on_bad_sample)
+
+    def build_split(self, split: Split) -> Dataset | None:
+        """The dataset of ``split``: every place read, checked, filtered by the policy, concatenated."""
+        checks = self.read_split(split)
+        if checks is None:
+            return None
+        problems = [p for checked in checks for p in checked.all_problems()]
+        if problems and self.on_bad_sample == "raise":
+            raise DataError(problems)  # every place's problems at once
+        parts = [SampleDataset(self.keep(checked), self.to_sample, self.sample_cost) for checked in checks]
+        if not any(len(part) for part in parts):
+            places = ", ".join(str(checked.where) for checked in checks)
+            raise DataError.one(places or self.root, "-", "rows", f"the {split} split is empty")
+        return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
     def prepare_data(self) -> None:
         if self.synthesize and not self.has_data():
@@ -145,67 +186,60 @@ class VisionLanguageDataModule(pl.LightningDataModule):
             write_atomically(self.root, self.write_synthetic)
 
     def setup(self, stage: str | None = None) -> None:
-        for split in STAGE_SPLITS.get(stage or "fit", ["train", "val", "test"]):
+        for split in STAGE_SPLITS.get(stage or "fit", SPLITS):
             if split in self.datasets:
                 continue
             dataset = self.build_split(split)
             if dataset is None:
                 continue
             if len(dataset) == 0:
-                raise DataError.one(
-                    self.split_path(split) or self.root, "-", "rows", f"the {split} split is empty"
-                )
+                raise DataError.one(self.root, "-", "rows", f"the {split} split is empty")
             self.datasets[split] = dataset
 
     def sample_costs(self, split: Split) -> list[float]:
         """Per-sample costs of ``split`` in dataset order (for :class:`DurationBucketSampler`)."""
-        return dataset_costs(self._dataset(split))
+        return dataset_costs(self.dataset(split))
 
-    def _dataset(self, split: Split) -> Dataset:
+    def dataset(self, split: Split) -> Dataset:
         if split not in self.datasets:
-            raise RuntimeError(f"no {split} split: {self.missing_split_hint(split)} (and call setup)")
+            raise RuntimeError(f"no {split} split: {self.split_hint(split)} (and call setup)")
         return self.datasets[split]
 
     def _collator(self) -> QwenVLCollator:
         if self.collator is None:
-            raise RuntimeError("the datamodule needs a collator (train.py passes the task's collator)")
+            raise RuntimeError(
+                "the datamodule needs a collator (vlmlab.run.build passes the task's collator)"
+            )
         return self.collator
 
-    def _generator(self) -> torch.Generator:
-        # The loader's own generator: its worker base seed is not drawn from the global torch RNG.
-        return torch.Generator().manual_seed(self.seed)
-
-    def _loader(
-        self, split: Split, batch_size: int, collate: Callable, sampler: Sampler | None = None
-    ) -> DataLoader:
+    def _loader(self, dataset: Dataset, collate: Callable, **kwargs: Any) -> DataLoader:
         return DataLoader(
-            self._dataset(split),
-            batch_size=batch_size,
-            sampler=sampler,
+            dataset,
             num_workers=self.num_workers,
             collate_fn=collate,
             persistent_workers=self.num_workers > 0,
-            generator=self._generator(),
+            # The loader's own generator: its worker base seed is not drawn from the global torch RNG.
+            generator=torch.Generator().manual_seed(self.seed),
+            **kwargs,
         )
 
     def _distributed(self) -> bool:
         trainer = self.trainer
-        return (
-            trainer is not None
-            and trainer.world_size > 1
-            and trainer._accelerator_connector.use_distributed_sampler
-        )
+        return trainer is not None and trainer.world_size > 1 and uses_distributed_sampler(trainer)
 
     def _start_epoch(self, position: dict[str, Any] | None) -> int:
         if position is not None:
             return int(position["epoch"])
         return self.trainer.current_epoch if self.trainer is not None else 0
 
+    def _replicas(self) -> tuple[int, int]:
+        kwargs = self.trainer.distributed_sampler_kwargs if self._distributed() else None
+        return (kwargs["num_replicas"], kwargs["rank"]) if kwargs else (1, 0)
+
     def _shuffled_loader(self, position: dict[str, Any] | None) -> DataLoader:
         # Under DDP with use_distributed_sampler each rank takes its share (as Lightning's DistributedSampler).
-        kwargs = self.trainer.distributed_sampler_kwargs if self._distributed() else None
-        num_replicas, rank = (kwargs["num_replicas"], kwargs["rank"]) if kwargs else (1, 0)
-        dataset = self._dataset("train")
+        num_replicas, rank = self._replicas()
+        dataset = self.dataset("train")
         if position is not None:
             mine = {"num_samples": len(dataset), "batch_size": self.batch_size, "num_replicas": num_replicas}
             for key, value in mine.items():
@@ -222,7 +256,7 @@ class VisionLanguageDataModule(pl.LightningDataModule):
         sampler.set_epoch(self._start_epoch(position))
         if position is not None:
             sampler.resume(int(position["epoch"]), int(position["batches"]) * self.batch_size)
-        return self._loader("train", self.batch_size, self._collator().train, sampler=sampler)
+        return self._loader(dataset, self._collator().train, batch_size=self.batch_size, sampler=sampler)
 
     def _bucketed_loader(self, batching: DurationBatching, position: dict[str, Any] | None) -> DataLoader:
         if self._distributed():
@@ -249,14 +283,7 @@ class VisionLanguageDataModule(pl.LightningDataModule):
                     "num_batches": position.get("num_batches", len(sampler.packed_batches)),
                 }
             )
-        return DataLoader(
-            self._dataset("train"),
-            batch_sampler=sampler,
-            num_workers=self.num_workers,
-            collate_fn=self._collator().train,
-            persistent_workers=self.num_workers > 0,
-            generator=self._generator(),
-        )
+        return self._loader(self.dataset("train"), self._collator().train, batch_sampler=sampler)
 
     def train_dataloader(self) -> DataLoader:
         position, self._resume_position = self._resume_position, None
@@ -265,15 +292,15 @@ class VisionLanguageDataModule(pl.LightningDataModule):
         return self._shuffled_loader(position)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.eval_batch_size, self._collator().eval)
+        return self._loader(self.dataset("val"), self._collator().eval, batch_size=self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_batch_size, self._collator().eval)
+        return self._loader(self.dataset("test"), self._collator().eval, batch_size=self.eval_batch_size)
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
 
-    # ----------------------------------------------------------------------------- resume
+    # ------------------------------------------------------------------ resume
 
     def state_dict(self) -> dict[str, Any]:
         """The training position Lightning saves in checkpoints: ``{"train_position": {epoch, batches,
@@ -282,28 +309,57 @@ class VisionLanguageDataModule(pl.LightningDataModule):
         trainer = self.trainer
         if trainer is None or trainer.state.fn != TrainerFn.FITTING or trainer.train_dataloader is None:
             return {}
-        # processed: batches whose step ran; Lightning's restore counts the same ones as done.
-        batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        epoch = trainer.current_epoch
+        batches, epoch = batches_done(trainer), trainer.current_epoch
         if batches >= trainer.num_training_batches:
             epoch, batches = epoch + 1, 0
         position: dict[str, Any] = {"epoch": epoch, "batches": batches, "seed": self.seed}
-        loader = trainer.train_dataloader
-        sampler = getattr(loader, "batch_sampler", None)
+        sampler = getattr(trainer.train_dataloader, "batch_sampler", None)
         if isinstance(sampler, DurationBucketSampler):
             position.update(num_replicas=sampler.num_replicas, num_batches=len(sampler.packed_batches))
         else:
-            kwargs = trainer.distributed_sampler_kwargs if self._distributed() else None
             position.update(
                 num_samples=len(self.datasets["train"]),
                 batch_size=self.batch_size,
-                num_replicas=kwargs["num_replicas"] if kwargs else 1,
+                num_replicas=self._replicas()[0],
             )
         return {"train_position": position}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Keep the checkpoint's training position for the next :meth:`train_dataloader`."""
         self._resume_position = dict(state_dict["train_position"]) if "train_position" in state_dict else None
+
+
+class SplitFilesDataModule(VisionLanguageDataModule):
+    """A source with one file (or glob, or folder) per split, relative to ``root`` unless absolute;
+    None leaves a split out. The source implements :meth:`read_file`."""
+
+    def __init__(
+        self,
+        train_file: str | None = None,
+        val_file: str | None = None,
+        test_file: str | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.files: dict[Split, str | None] = {"train": train_file, "val": val_file, "test": test_file}
+
+    def split_path(self, split: Split) -> Path | None:
+        name = self.files[split]
+        if name is None:
+            return None
+        path = Path(name)
+        return path if path.is_absolute() else self.root / path
+
+    def read_file(self, path: Path, split: Split) -> list[Checked]:
+        raise NotImplementedError
+
+    def read_split(self, split: Split) -> list[Checked] | None:
+        path = self.split_path(split)
+        return None if path is None else self.read_file(path, split)
+
+    def has_data(self) -> bool:
+        train = self.split_path("train")
+        return train is None or train.exists()
 
 
 def write_atomically(root: Path, write: Callable[[Path], None]) -> None:

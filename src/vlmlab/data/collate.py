@@ -15,6 +15,7 @@ from transformers import ProcessorMixin
 from transformers.video_utils import VideoMetadata
 
 from vlmlab.data.sample import Sample
+from vlmlab.models.facts import QWEN_CHAT, ChatFormat
 
 IGNORE_INDEX = -100
 
@@ -46,7 +47,7 @@ class VisionLanguageBatch:
 def assistant_token_mask(input_ids: torch.Tensor, header_ids: list[int], end_id: int) -> torch.Tensor:
     """Mark the tokens the assistant wrote.
 
-    input_ids: [B, L]. header_ids: the tokens of ``<|im_start|>assistant\\n``. end_id: ``<|im_end|>``.
+    input_ids: [B, L]. header_ids: the tokens that open an assistant turn. end_id: the end-of-turn token.
     Returns bool [B, L]: True from just after each assistant header up to and including its end
     token (the model must learn to stop), False elsewhere (system, user, vision, padding).
     """
@@ -97,10 +98,12 @@ class QwenVLCollator:
 
     max_length: raise (naming the sample ids) when a sequence is longer; vision tokens cannot be
     truncated without breaking the model's inputs, so nothing is cut silently.
+    chat: the chat template's markers (the model's, passed by :func:`vlmlab.run.build`).
     """
 
     processor: ProcessorMixin
     max_length: int | None = None
+    chat: ChatFormat = QWEN_CHAT
 
     def encode(
         self,
@@ -142,8 +145,9 @@ class QwenVLCollator:
         raise NotImplementedError
 
     def header_ids(self) -> tuple[list[int], int]:
+        """(the tokens opening an assistant turn, the end-of-turn token)."""
         tokenizer = self.processor.tokenizer
-        return tokenizer.encode("<|im_start|>assistant\n"), tokenizer.convert_tokens_to_ids("<|im_end|>")
+        return self.chat.assistant_header_ids(tokenizer), self.chat.end_of_turn_id(tokenizer)
 
 
 @dataclass
@@ -205,7 +209,7 @@ class PromptCollator(QwenVLCollator):
 
 @dataclass
 class ClassificationCollator(QwenVLCollator):
-    """Reward classification (seed 002): the prompt turns alone, no generation prompt, and class labels.
+    """Reward classification (the robot reward recipe): the prompt turns alone, no generation prompt, and class labels.
 
     padding_side: either works; the classifier pools the last non-padding token whatever the side.
     """

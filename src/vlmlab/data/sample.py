@@ -1,4 +1,4 @@
-"""The one sample contract every data source yields (DESIGN.md, "One sample contract")."""
+"""The one sample contract every data source yields (docs/design.md, "One sample contract")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Duration-bucketing batch sampler (seed 001, "Duration-Based Dynamic Batching").
+"""Duration-bucketing batch sampler (the grounding recipe, "Duration-Based Dynamic Batching").
 
 Samples are sorted by duration and packed greedily into batches whose total duration stays within
 ``target_batch_duration``, so every batch costs about the same GPU memory however long its videos
@@ -7,7 +7,8 @@ epoch); each epoch shuffles only their *order*, then deals them out to the distr
 
 The sampler is cost-agnostic: ``durations`` is any per-sample cost that adds up within a batch.
 Seconds of video for mp4 sources; for volumes and images, where the memory follows the number of
-vision tokens, pass :func:`estimate_vision_tokens` of each sample and a token budget as the target.
+vision tokens, each sample's vision tokens (:class:`vlmlab.models.facts.VisionGeometry`) and a token
+budget as the target.
 
 Packing rules (``min``/``max`` are ``min_batch_size``/``max_batch_size``):
 
@@ -50,9 +51,7 @@ __all__ = [
     "DurationBucketSampler",
     "ResumableSampler",
     "epoch_indices",
-    "estimate_vision_tokens",
     "pack_by_duration",
-    "qwen_resized_size",
 ]
 
 log = logging.getLogger(__name__)
@@ -60,7 +59,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DurationBatching:
-    """``data.duration_batching``: the sampler's settings (seed 001 ``duration_batching:``).
+    """``data.duration_batching``: the sampler's settings (the grounding recipe's ``duration_batching:``).
 
     The per-sample cost comes from the data source: seconds of video for video sources, estimated
     vision tokens for volumes and images (so ``target_batch_duration`` is then a token budget).
@@ -112,64 +111,6 @@ def pack_by_duration(
     return batches
 
 
-def qwen_resized_size(
-    height: int,
-    width: int,
-    factor: int = 28,
-    min_pixels: int | None = None,
-    max_pixels: int | None = None,
-) -> tuple[int, int]:
-    """The ``(h, w)`` Qwen-VL resizes a frame to: multiples of ``factor`` (= patch * merge).
-
-    Qwen's ``smart_resize``: each side rounded to the nearest multiple of ``factor`` (at least
-    ``factor``); then, when given, scaled down to fit ``max_pixels`` or up to reach ``min_pixels``
-    keeping the aspect ratio. ``None`` skips that bound.
-    """
-    if height < 1 or width < 1:
-        raise ValueError(f"height and width must be >= 1, got {height}x{width}")
-    if max(height, width) / min(height, width) > 200:
-        # The Qwen processors refuse these too.
-        raise ValueError(f"aspect ratio must be at most 200, got {height}x{width}")
-    h_bar = max(factor, round(height / factor) * factor)
-    w_bar = max(factor, round(width / factor) * factor)
-    if max_pixels is not None and h_bar * w_bar > max_pixels:
-        beta = math.sqrt(height * width / max_pixels)
-        h_bar = max(factor, math.floor(height / beta / factor) * factor)
-        w_bar = max(factor, math.floor(width / beta / factor) * factor)
-    elif min_pixels is not None and h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
-    return h_bar, w_bar
-
-
-def estimate_vision_tokens(
-    num_frames: int,
-    height: int,
-    width: int,
-    patch_size: int = 14,
-    merge_size: int = 2,
-    temporal_patch_size: int = 2,
-    min_pixels: int | None = None,
-    max_pixels: int | None = None,
-) -> int:
-    """Vision tokens Qwen-VL spends on ``num_frames`` frames of ``height x width`` (an image: 1 frame).
-
-    ``ceil(T / temporal_patch) * (h / (patch * merge)) * (w / (patch * merge))`` with ``(h, w)`` from
-    :func:`qwen_resized_size` (Qwen pads the frames to a multiple of ``temporal_patch_size``).
-    Qwen2/2.5-VL: ``patch_size=14``; Qwen3-VL: ``patch_size=16``. Pass the processor's
-    ``min_pixels``/``max_pixels`` to apply its per-frame pixel bounds: exact for Qwen2/2.5-VL
-    images and videos and Qwen3-VL images; Qwen3-VL videos budget pixels per whole video, so
-    there the count is an upper estimate. Use it as the per-sample cost of
-    :class:`DurationBucketSampler` for volumes and images.
-    """
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-    factor = patch_size * merge_size
-    h_bar, w_bar = qwen_resized_size(height, width, factor, min_pixels, max_pixels)
-    return math.ceil(num_frames / temporal_patch_size) * (h_bar // factor) * (w_bar // factor)
-
-
 def _resolve_distributed(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
     initialized = dist.is_available() and dist.is_initialized()
     if num_replicas is None:
@@ -189,7 +130,7 @@ class DurationBucketSampler(Sampler[list[int]]):
     Pass it as ``DataLoader(dataset, batch_sampler=sampler)``. Packing, shuffling and the
     distributed split are described in the module docstring.
 
-    durations: per-sample cost [N], finite and >= 0 (seconds, or :func:`estimate_vision_tokens`).
+    durations: per-sample cost [N], finite and >= 0 (seconds, or vision tokens).
     target_batch_duration: the budget a batch's total stays within (see the exceptions).
     max_batch_size / min_batch_size: hard bounds on samples per batch (min wins over the target).
     drop_last: drop the short trailing batch and the batches that do not divide among the ranks.

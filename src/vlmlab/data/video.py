@@ -1,6 +1,6 @@
-"""Video files (mp4, ...) -> uint8 RGB frames for Qwen-VL video inputs (seed 001, ``video:`` config).
+"""Video files (mp4, ...) -> uint8 RGB frames for Qwen-VL video inputs (the grounding recipe, ``video:`` config).
 
-:func:`read_video` opens a file with decord, trims it to ``[start, end]`` (the seed's
+:func:`read_video` opens a file with decord, trims it to ``[start, end]`` (the grounding recipe's
 ``video_start`` / ``video_end``, absolute seconds in the file), picks at most ``max_frames``
 frames with :func:`sample_frame_indices` and decodes only those, resized by decord's scaler.
 
@@ -47,7 +47,7 @@ class VideoError(ValueError):
 
 @dataclass(frozen=True)
 class VideoFrames:
-    """How a video becomes frames (configured in ``conf/data``; the seed's ``video:`` section).
+    """How a video becomes frames (configured in ``conf/data``; the recipe's ``video:`` section).
 
     max_frames: at most this many frames per clip (fewer when the clip has fewer).
     sampling: "uniform" (evenly spaced, both ends included), "random" (one random frame in each

@@ -5,12 +5,12 @@ Replaces the research code's ``temporal_resize`` / ``fetch_video`` (which patche
 it to a fixed number of frames and a fixed frame size, and return ``uint8`` frames
 ``[T', h, w, 3]`` ready for an image processor.
 
-Differences from the seed, all deliberate:
+Differences from the recipe, all deliberate:
 
 * resizing runs on ONE grey channel and is repeated to 3 channels at the end
-  (the seed expanded to 3 channels first: same result, 3x the work);
-* an explicit :class:`VolumeWindow` replaces the seed's commented-out HU clamp
-  (the seed did not normalise at all: use ``VolumeWindow("fixed", 0, 255)`` to
+  (the recipe expanded to 3 channels first: same result, 3x the work);
+* an explicit :class:`VolumeWindow` replaces the recipe's commented-out HU clamp
+  (the recipe did not normalise at all: use ``VolumeWindow("fixed", 0, 255)`` to
   reproduce it on data already in [0, 255]);
 * resizing uses ``torch.nn.functional.interpolate`` directly, which is the kernel
   torchvision's tensor ``resize`` calls, so no torchvision import is needed.
@@ -26,13 +26,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vlmlab.tasks.coords import TEMPORAL_METHODS, TemporalMethod, sample_slice_indices
+
 __all__ = [
     "HU_WINDOWS",
     "VolumeError",
     "VolumeWindow",
     "apply_window",
     "load_volume",
-    "sampled_frame_positions",
     "spatial_resize",
     "temporal_resize",
     "volume_to_frames",
@@ -47,8 +48,6 @@ HU_WINDOWS: dict[str, tuple[float, float]] = {
     "abdomen": (-125.0, 225.0),
 }
 
-TemporalMethod = Literal["sample", "linear"]
-_TEMPORAL_METHODS = ("sample", "linear")
 _RANK_MSG = "expected a volume of shape [1,T,H,W] or [T,H,W]"
 
 
@@ -118,7 +117,7 @@ def load_volume(path: str | Path, header_only: bool = False) -> np.ndarray:
     ``header_only``: check existence, type and shape without reading the voxels (used to validate
     a whole dataset at start); returns the memory-mapped ``[T, H, W]`` view for ``.npy`` files.
 
-    ``.npy`` files may hold ``[1, T, H, W]`` (the seed's format) or ``[T, H, W]``.
+    ``.npy`` files may hold ``[1, T, H, W]`` (the recipe's format) or ``[T, H, W]``.
     NIfTI (``.nii``, ``.nii.gz``) data ``(X, Y, Z)`` is returned transposed to
     ``[Z, Y, X]``: slices along the last NIfTI axis become frames; no reorientation
     to a canonical frame is done.
@@ -180,19 +179,14 @@ def apply_window(volume: np.ndarray, window: VolumeWindow) -> np.ndarray:
 
 
 def _check_method(method: str) -> None:
-    if method not in _TEMPORAL_METHODS:
+    if method not in TEMPORAL_METHODS:
         raise ValueError(f"unknown temporal method {method!r}; expected 'sample' or 'linear'")
-
-
-def _sample_indices(num_slices: int, num_frames: int, device: torch.device | None = None) -> torch.Tensor:
-    # Computed in torch float32 exactly like the seed so the rounding ties match temporal_resize.
-    return torch.linspace(0, num_slices - 1, num_frames, device=device).round().long()
 
 
 def temporal_resize(frames: torch.Tensor, num_frames: int, method: TemporalMethod) -> torch.Tensor:
     """Resample ``[T, C, H, W]`` float frames along time to ``[num_frames, C, H, W]``.
 
-    Same semantics as the seed: never upsamples (``T <= num_frames`` returns the input
+    Same semantics as the recipe: never upsamples (``T <= num_frames`` returns the input
     unchanged); "sample" picks the slices ``round(linspace(0, T-1, num_frames))``;
     "linear" interpolates each voxel's time series (``align_corners=False``).
     """
@@ -205,30 +199,11 @@ def temporal_resize(frames: torch.Tensor, num_frames: int, method: TemporalMetho
     if t <= num_frames:
         return frames
     if method == "sample":
-        return frames.index_select(0, _sample_indices(t, num_frames, frames.device))
+        return frames.index_select(0, sample_slice_indices(t, num_frames).to(frames.device))
     # Each voxel's time series becomes one 1D signal: [T, C, H, W] -> [C*H*W, 1, T].
     x = frames.permute(1, 2, 3, 0).reshape(-1, 1, t)
     x = F.interpolate(x, size=num_frames, mode="linear", align_corners=False)
     return x.reshape(c, h, w, num_frames).permute(3, 0, 1, 2).contiguous()
-
-
-def sampled_frame_positions(num_slices: int, num_frames: int, method: TemporalMethod) -> np.ndarray:
-    """Source slice index (possibly fractional) represented by each output frame of :func:`temporal_resize`.
-
-    Returns float64 ``[T']``: ``arange(T)`` when ``num_slices <= num_frames`` (no resampling);
-    "sample": the rounded linspace indices; "linear": ``(i + 0.5) * T / n - 0.5`` clamped to
-    ``[0, T - 1]`` (PyTorch's ``align_corners=False`` source coordinate). Used to map slice
-    indices (e.g. of a finding) to frame indices.
-    """
-    _check_method(method)
-    if num_slices < 1 or num_frames < 1:
-        raise ValueError(f"num_slices and num_frames must be >= 1, got {num_slices}, {num_frames}")
-    if num_slices <= num_frames:
-        return np.arange(num_slices, dtype=np.float64)
-    if method == "sample":
-        return _sample_indices(num_slices, num_frames).numpy().astype(np.float64)
-    i = np.arange(num_frames, dtype=np.float64)
-    return np.clip((i + 0.5) * num_slices / num_frames - 0.5, 0.0, num_slices - 1)
 
 
 def spatial_resize(frames: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
@@ -262,7 +237,7 @@ def volume_to_frames(
 
     Pipeline: window -> ``[T, 1, H, W]`` -> temporal resize (``num_frames=None`` keeps
     all slices; never upsamples) -> spatial resize to ``size`` -> round/clip -> uint8 ->
-    grey repeated to 3 channels. Matches the seed's ``fetch_video`` (up to its missing
+    grey repeated to 3 channels. Matches the recipe's ``fetch_video`` (up to its missing
     rounding) with ``window=VolumeWindow("fixed", 0, 255)``.
     """
     vol = _squeeze_rank(np.asarray(volume), f"volume of shape {np.shape(volume)}")

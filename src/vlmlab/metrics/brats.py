@@ -1,8 +1,8 @@
-"""3D brain-tumour detection metrics (seed 003), shared by validation and evaluate.py.
+"""3D brain-tumour detection metrics, shared by validation and evaluate.py.
 
-Answers are read exactly as the reward reads them (:mod:`vlmlab.rewards.brats_3d`): the JSON object of
-the first ``<answer>...</answer>`` (:func:`~vlmlab.rewards.brats_3d.parse_answer`), boxes compared with
-:func:`~vlmlab.rewards.brats_3d.box_iou_3d`, all in the frame coordinates of the target.
+Answers are read exactly as the reward reads them (:mod:`vlmlab.tasks.brats_detection`): the JSON object of
+the first ``<answer>...</answer>`` (:func:`~vlmlab.tasks.brats_detection.parse_answer`), boxes compared with
+:func:`~vlmlab.tasks.brats_detection.box_iou_3d`, all in the frame coordinates of the target.
 
 Conventions:
 
@@ -11,7 +11,7 @@ Conventions:
 * ``iou_3d`` (mean) and ``hit_at_{m}`` are over **all** answers: an answer without a readable box
   has IoU 0. As the reward, the box is judged on its own field: a valid ``bbox_3d`` in an answer whose
   other fields are broken still counts. A hit is ``IoU >= m`` (detection convention, with a tolerance
-  of :data:`TOLERANCE`); note that the reward's tiers are strict (``IoU > m``, seed 003).
+  of :data:`TOLERANCE`); note that the reward's tiers are strict (``IoU > m``, the BraTS recipe).
 * ``peak_slice_mae`` (frames) and ``tumor_ratio_rel_error`` (``|pred - true| / true``) are over the
   **format-valid** answers only, so ``format_valid`` is exactly their coverage. No penalty value is
   substituted for a missing answer: there is no natural worst error (a penalty such as the frame count
@@ -30,42 +30,17 @@ from typing import Any
 import torch
 
 from vlmlab.metrics.iou import TOLERANCE, IoUHitMetric
-from vlmlab.rewards.brats_3d import box_iou_3d, parse_answer, valid_answer
-from vlmlab.rewards.numbers import finite_number
+from vlmlab.tasks.brats_detection import BratsTarget, box_iou_3d, parse_answer, valid_answer
 
-__all__ = ["TOLERANCE", "AnswerScore", "BratsDetectionMetrics", "check_target", "score_answer"]
+__all__ = ["TOLERANCE", "AnswerScore", "BratsDetectionMetrics", "score_answer"]
 
 
 AnswerScore = tuple[float, bool, float | None, float | None]
 
 
-def check_target(target: Mapping[str, Any]) -> None:
-    """Raise ValueError unless ``target`` has a non-degenerate ``bbox_3d``, a numeric ``peak_slice`` and a
-    ``tumor_ratio`` > 0 (the relative error divides by it)."""
-    if not isinstance(target, Mapping):
-        raise ValueError(f"BraTS target must be a dict, got {type(target).__name__}")
-    box = target.get("bbox_3d")
-    numbers = (
-        [finite_number(v) for v in box]
-        if isinstance(box, Sequence) and not isinstance(box, str) and len(box) == 6
-        else None
-    )
-    if (
-        numbers is None
-        or any(v is None for v in numbers)
-        or any(numbers[k] >= numbers[k + 3] for k in range(3))
-    ):
-        raise ValueError(f"target bbox_3d must be [x1, y1, z1, x2, y2, z2] with x1 < x2 ..., got {box!r}")
-    if finite_number(target.get("peak_slice")) is None:
-        raise ValueError(f"target peak_slice must be a number, got {target.get('peak_slice')!r}")
-    ratio = finite_number(target.get("tumor_ratio"))
-    if ratio is None or ratio <= 0:
-        raise ValueError(f"target tumor_ratio must be a number > 0, got {target.get('tumor_ratio')!r}")
-
-
 def score_answer(completion: str, target: Mapping[str, Any]) -> AnswerScore:
     """``(iou, format_valid, peak_slice_error, tumor_ratio_rel_error)`` of one answer; the two errors are
-    None unless the answer is format-valid. ``target`` must pass :func:`check_target`. Never raises on
+    None unless the answer is format-valid. ``target`` must pass :meth:`BratsTarget.check`. Never raises on
     any completion."""
     answer = parse_answer(completion) if isinstance(completion, str) else None
     if answer is None:
@@ -102,7 +77,7 @@ class BratsDetectionMetrics(IoUHitMetric):
         if len(predictions) != len(targets):
             raise ValueError(f"{len(predictions)} predictions for {len(targets)} targets")
         for target in targets:
-            check_target(target)
+            BratsTarget.check(target)
         scored = [score_answer(text, target) for text, target in zip(predictions, targets, strict=True)]
         self.add_ious([s[0] for s in scored])
         valid = [s for s in scored if s[1]]

@@ -1,4 +1,4 @@
-"""Reward classification metrics (seed 002): accuracy, macro-F1 and the confusion matrix (torchmetrics),
+"""Reward classification metrics (the robot reward recipe): accuracy, macro-F1 and the confusion matrix (torchmetrics),
 and a matplotlib figure of the confusion matrix for TensorBoard."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Medical multiple-choice VQA metrics (seed 004): accuracy overall and per source dataset.
+"""Medical multiple-choice VQA metrics: accuracy overall and per source dataset.
 
-The answer letter is read exactly as the reward reads it (:func:`vlmlab.rewards.mcqa.answer_letter`: the
+The answer letter is read exactly as the reward reads it (:func:`vlmlab.tasks.mcqa.answer_letter`: the
 letter of the last ``<answer>...</answer>``); an answer without a letter is wrong and counted in
 ``unparsable``.
 
@@ -21,9 +21,9 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from vlmlab.rewards.mcqa import answer_letter
+from vlmlab.tasks.mcqa import answer_letter, target_label
 
-__all__ = ["MCQAMetrics", "decode_names", "encode_names", "target_label"]
+__all__ = ["MCQAMetrics", "checked_label", "decode_names", "encode_names"]
 
 
 def encode_names(names: list[str], dtype: torch.dtype = torch.uint8) -> torch.Tensor:
@@ -46,17 +46,13 @@ def decode_names(codes: torch.Tensor) -> list[str]:
     return [part.decode("utf-8") for part in data[:-1].split(b"\x00")]
 
 
-def target_label(target: Mapping[str, Any]) -> str:
+def checked_label(target: Mapping[str, Any]) -> str:
     """The upper-case ``answer_label`` of an MCQA target; ValueError unless it is one ASCII letter."""
-    label = target.get("answer_label") if isinstance(target, Mapping) else None
-    if (
-        not isinstance(label, str)
-        or len(label.strip()) != 1
-        or not label.strip().isascii()
-        or not label.strip().isalpha()
-    ):
-        raise ValueError(f"target answer_label must be one letter, got {label!r}")
-    return label.strip().upper()
+    label = target_label(target)
+    if label is None:
+        got = target.get("answer_label") if isinstance(target, Mapping) else target
+        raise ValueError(f"target answer_label must be one letter, got {got!r}")
+    return label
 
 
 class MCQAMetrics(Metric):
@@ -85,7 +81,7 @@ class MCQAMetrics(Metric):
             raise ValueError(f"{len(predictions)} predictions for {len(targets)} targets")
         if not predictions:
             return
-        labels = [target_label(t) for t in targets]
+        labels = [checked_label(t) for t in targets]
         names = encode_names([t.get("dataset_name") for t in targets], self.dtype)
         letters = [answer_letter(text) for text in predictions]
         correct = [float(a == b) for a, b in zip(letters, labels, strict=True)]

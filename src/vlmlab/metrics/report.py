@@ -9,6 +9,8 @@ import torch
 from torchmetrics import MetricCollection
 from torchmetrics.text import BLEUScore, ROUGEScore
 
+from vlmlab.tasks.report import parse_report
+
 
 class ReportMetrics(torch.nn.Module):
     """Scores generated reports against the reference (``target["report"]``). Keys: ``bleu_1``,
@@ -27,6 +29,7 @@ class ReportMetrics(torch.nn.Module):
         )
 
     def update(self, predictions: list[str], targets: list[dict[str, Any]]) -> None:
+        predictions = [parse_report(p) for p in predictions]
         references = [t["report"] for t in targets]
         self.metrics["bleu_1"].update(predictions, [[r] for r in references])
         self.metrics["bleu_4"].update(predictions, [[r] for r in references])

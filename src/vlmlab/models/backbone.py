@@ -12,9 +12,15 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedModel, ProcessorMixin
 
+from vlmlab.models.facts import QWEN_CHAT, ChatFormat, ModelFacts, VisionGeometry
 from vlmlab.models.lora import LoRASettings, apply_lora
 from vlmlab.models.processor import Family, offline_processor
-from vlmlab.models.temporal_tokens import InitStrategy, add_temporal_tokens, init_temporal_embeddings
+from vlmlab.models.temporal_tokens import (
+    TEMPORAL_TOKENS,
+    InitStrategy,
+    add_temporal_tokens,
+    init_temporal_embeddings,
+)
 from vlmlab.models.tiny import tiny_config
 
 log = logging.getLogger(__name__)
@@ -36,7 +42,7 @@ class BackboneSpec:
     init_from: a Lightning checkpoint of an earlier vlmlab run (e.g. SFT before GRPO) whose weights
         (adapters, or the trained weights in full fine-tuning) initialise this model; the run's
         model config must match (same family, LoRA settings and freezing).
-    temporal_tokens: add ``<0>``..``<999>`` to the tokenizer (seed 001 ``use_temporal_tokens``), grow
+    temporal_tokens: add ``<0>``..``<999>`` to the tokenizer (the grounding recipe's ``use_temporal_tokens``), grow
         the embeddings and initialise their rows by ``temporal_token_init``; with LoRA the input and
         output embeddings are trained too (peft ``modules_to_save``), or the new rows never learn.
     """
@@ -83,8 +89,18 @@ class BackboneSpec:
             add_temporal_tokens(processor.tokenizer)
         return processor
 
-    def load_base_model(self) -> PreTrainedModel:
-        """The backbone without adapters, frozen as configured."""
+    @property
+    def chat(self) -> ChatFormat:
+        """The chat markers of the family's template (both families use Qwen's)."""
+        return QWEN_CHAT
+
+    def facts(self, processor: ProcessorMixin) -> ModelFacts:
+        """What data and collation must know about this model, read from its processor."""
+        return ModelFacts(vision=VisionGeometry.from_processor(self.family, processor), chat=self.chat)
+
+    def load_base_model(self, processor: ProcessorMixin | None = None) -> PreTrainedModel:
+        """The backbone without adapters, frozen as configured. With temporal tokens the embeddings grow
+        to the tokenizer of ``processor`` (loaded when not given)."""
         if self.tiny:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.init_seed)
@@ -104,17 +120,17 @@ class BackboneSpec:
             except OSError as error:
                 raise FileNotFoundError(_not_found(self.name_or_path)) from error
         if self.temporal_tokens:
-            tokenizer = self.load_processor().tokenizer
-            ids = add_temporal_tokens(tokenizer)
+            tokenizer = (processor or self.load_processor()).tokenizer
+            ids = tokenizer.convert_tokens_to_ids(TEMPORAL_TOKENS)
             init_temporal_embeddings(model, ids, self.temporal_token_init, vocab_size=len(tokenizer))
         if self.freeze_vision:
             for parameter in vision_tower(model).parameters():
                 parameter.requires_grad_(False)
         return model
 
-    def load_model(self) -> PreTrainedModel | PeftModel:
+    def load_model(self, processor: ProcessorMixin | None = None) -> PreTrainedModel | PeftModel:
         """The trainable model: base (+ LoRA), with gradient checkpointing if configured."""
-        model = self.load_base_model()
+        model = self.load_base_model(processor)
         if self.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.enable_input_require_grads()

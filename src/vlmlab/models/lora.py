@@ -15,7 +15,7 @@ LANGUAGE_MODEL_PATTERN = r".*language_model.*\.({names})"
 
 @dataclass
 class LoRASettings:
-    """peft LoRA hyper-parameters (defaults: seed 002, r 16 / alpha 32 / dropout 0.05)."""
+    """peft LoRA hyper-parameters (defaults: the robot reward recipe, r 16 / alpha 32 / dropout 0.05)."""
 
     r: int = 16
     alpha: int = 32

@@ -1,8 +1,8 @@
-"""Temporal tokens ``<0>``..``<999>`` (seed 001, ``use_temporal_tokens``): one token per time bin.
+"""Temporal tokens ``<0>``..``<999>`` (the grounding recipe, ``use_temporal_tokens``): one token per time bin.
 
 :func:`add_temporal_tokens` puts them in the tokenizer; :func:`init_temporal_embeddings` grows the
 model's embeddings to hold them and initialises their rows (seed: ``embedding_init_strategy``).
-The answer format that uses them is :func:`vlmlab.data.vtg.format_span`.
+The answer format that uses them is :func:`vlmlab.tasks.grounding.format_span`.
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ def export_backbone(
     model.save_pretrained(out)
     processor.save_pretrained(out)
     if isinstance(model, PeftModel) and backbone.tiny:
-        backbone.load_base_model().save_pretrained(out / "base")
+        backbone.load_base_model(processor).save_pretrained(out / "base")
     return out
 
 

@@ -1,4 +1,4 @@
-"""GRPO with rollouts inside the LightningModule (DESIGN.md, "Methods").
+"""GRPO with rollouts inside the LightningModule (docs/design.md, "Methods").
 
 One ``training_step`` = one optimizer micro-step on one batch of prompts:
 
@@ -32,8 +32,10 @@ from typing import Any, Literal
 import torch
 from peft import PeftModel
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.strategies import DeepSpeedStrategy
 from transformers import ProcessorMixin
 
+from vlmlab.compat.lightning import generation_sync_kwargs
 from vlmlab.data.collate import VisionLanguageBatch
 from vlmlab.models.backbone import BackboneSpec, count_parameters, vision_tower
 from vlmlab.models.vision import (
@@ -51,16 +53,9 @@ from vlmlab.modules.common import (
     skip_nonfinite_loss,
     write_predictions,
 )
-from vlmlab.modules.generation import GenerationSettings, generate
+from vlmlab.modules.generation import GenerationSettings, Generator
 from vlmlab.modules.optim import OptimSettings, configure_adamw
-from vlmlab.rl.grpo import (
-    completion_mask,
-    generation_sync_kwargs,
-    group_advantages,
-    micro_batches,
-    policy_loss,
-    token_logps,
-)
+from vlmlab.rl.grpo import StepContext, dapo_gradient_scale, group_advantages, policy_loss, zero_std_fraction
 from vlmlab.rl.rollout import Rollout
 
 log = logging.getLogger(__name__)
@@ -130,7 +125,13 @@ class GRPOModule(TrainableWeightsCheckpoint):
         self.reward = reward
         self.metrics = metrics
         self.processor = processor if processor is not None else backbone.load_processor()
-        self.model = backbone.load_model()
+        self.model = backbone.load_model(self.processor)
+        self.generator = Generator(
+            self.processor.tokenizer,
+            backbone.chat.end_of_turn_id(self.processor.tokenizer),
+            mask_truncated=grpo.mask_truncated_completions,
+            logprob_micro_batch_size=grpo.logprob_micro_batch_size,
+        )
         self.vision_frozen = not any(p.requires_grad for p in vision_tower(self.model).parameters())
         # Full fine-tuning needs a frozen copy as the reference; LoRA disables its adapters instead.
         self.reference = None
@@ -139,6 +140,7 @@ class GRPOModule(TrainableWeightsCheckpoint):
         self.predictions_file = predictions_file
         self._buffer: dict[int, Rollout] = {}
         self._micro_step = 0
+        self._step_tokens = 0.0  # dapo: loss tokens of the optimizer step so far (this rank)
         self._val_rewards: list[dict[str, float]] = []
         trainable, total = count_parameters(self.model)
         log.info("GRPO backbone %s: %.2fM trainable of %.2fM", backbone.family, trainable / 1e6, total / 1e6)
@@ -146,10 +148,6 @@ class GRPOModule(TrainableWeightsCheckpoint):
     @property
     def tokenizer(self):
         return self.processor.tokenizer
-
-    @property
-    def eos_id(self) -> int:
-        return self.tokenizer.convert_tokens_to_ids("<|im_end|>")
 
     # ----------------------------------------------------------------------------- rollouts
 
@@ -161,39 +159,18 @@ class GRPOModule(TrainableWeightsCheckpoint):
         merge = self.model.config.vision_config.spatial_merge_size
         counts = item_counts(prompts, placeholder_ids(self.model), merge)
         media = encode_media(self.model, prompts) if self.vision_frozen else None
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            vision = {"mm_encoder_outputs": reorder_media(media, counts, range(batch_size))} if media else {}
-            output = self.model.generate(
-                **(text_inputs(prompts) if media else prompts),
-                **vision,
-                max_new_tokens=self.generation.max_new_tokens,
-                do_sample=True,
-                temperature=self.generation.temperature,
-                top_p=self.generation.top_p,
-                top_k=self.generation.top_k,
-                num_return_sequences=G,
-                pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=self.eos_id,
-                use_cache=True,
-                **generation_sync_kwargs(self.trainer.strategy if self._trainer is not None else None),
-            )
-        finally:
-            self.model.train(was_training)
-        completion_ids = output[:, prompts["input_ids"].shape[1] :]
-        mask = completion_mask(
-            completion_ids,
-            self.eos_id,
-            self.grpo.mask_truncated_completions,
-            pad_token_id=self.tokenizer.pad_token_id,
+        extra: dict[str, Any] = generation_sync_kwargs(
+            self.trainer.strategy if self._trainer is not None else None
         )
-        texts = self.tokenizer.batch_decode(
-            torch.where(mask.bool(), completion_ids, self.tokenizer.pad_token_id), skip_special_tokens=True
+        if media:
+            extra["mm_encoder_outputs"] = reorder_media(media, counts, range(batch_size))
+        sampling = replace(self.generation, do_sample=True)
+        completions = self.generator.generate(
+            self.model, text_inputs(prompts) if media else prompts, sampling, G, **extra
         )
         rows = grouped_rows(batch_size, G)
         targets = [batch.targets[r] for r in rows]
-        scores = self.reward(texts, targets)
+        scores = self.reward(completions.texts, targets)
         components = {
             name: torch.tensor([s[name] for s in scores], dtype=torch.float32, device=self.device)
             for name in scores[0]
@@ -202,9 +179,9 @@ class GRPOModule(TrainableWeightsCheckpoint):
             prompt_inputs=reorder_inputs(text_inputs(prompts) if media else prompts, counts, rows),
             media=reorder_media(media, counts, rows) if media else None,
             item_counts={m: [c[r] for r in rows] for m, c in counts.items()},
-            completion_ids=completion_ids,
-            completion_mask=mask,
-            texts=texts,
+            completion_ids=completions.ids,
+            completion_mask=completions.mask,
+            texts=completions.texts,
             rewards=components["total"],
             reward_components=components,
             advantages=group_advantages(components["total"], G, self.grpo.scale_rewards),
@@ -219,26 +196,14 @@ class GRPOModule(TrainableWeightsCheckpoint):
         return rollout
 
     def sequence_logps(self, rollout: Rollout, reference: bool = False) -> torch.Tensor:
-        """Per-token log-probs of the completions [N, C], in micro-batches of rows.
-
-        reference: under the reference model (no grad). Otherwise the policy, with grad when the
-        module is training and grad is enabled.
-        """
-        parts = []
-        completion_length = rollout.completion_ids.shape[1]
-        for rows_slice in micro_batches(rollout.completion_ids.shape[0], self.grpo.logprob_micro_batch_size):
-            inputs, _ = rollout.model_inputs(range(rows_slice.start, rows_slice.stop))
-            # Logits at position t predict token t + 1; only the C + 1 last positions are needed, and
-            # asking for those alone avoids a [rows, P + C, vocab] tensor (151,936 columns).
-            inputs["logits_to_keep"] = completion_length + 1
-            if reference:
-                with torch.no_grad():
-                    logits = self._reference_logits(inputs)
-            else:
-                logits = self.model(**inputs).logits
-            logits = logits[:, :-1]
-            parts.append(token_logps(logits, rollout.completion_ids[rows_slice], self.generation.temperature))
-        return torch.cat(parts)
+        """Per-token log-probs of the completions [N, C]: under the reference model (no grad), or the
+        policy (with grad when the module is training and grad is enabled)."""
+        if reference:
+            with torch.no_grad():
+                return self.generator.logps(self._reference_logits, rollout, self.generation.temperature)
+        return self.generator.logps(
+            lambda inputs: self.model(**inputs).logits, rollout, self.generation.temperature
+        )
 
     def _reference_logits(self, inputs: dict[str, Any]) -> torch.Tensor:
         if self.reference is not None:
@@ -247,6 +212,22 @@ class GRPOModule(TrainableWeightsCheckpoint):
             return self.model(**inputs).logits
 
     # ----------------------------------------------------------------------------- training
+
+    def step_context(self) -> StepContext:
+        """Where this micro-step sits in its optimizer step. dapo divides by the step's global token
+        count, known only after its last micro-step: each micro-step's loss is then the plain masked
+        sum (normaliser 1) and :meth:`on_before_optimizer_step` divides the gradient exactly. DeepSpeed
+        owns the gradients, so there dapo estimates the count from each micro-batch (TRL's fallback)."""
+        trainer = self._trainer
+        processes = trainer.world_size if trainer is not None else 1
+        accumulation = trainer.accumulate_grad_batches if trainer is not None else 1
+        context = StepContext(processes, accumulation)
+        if self.grpo.loss_type == "dapo" and self._defers_dapo():
+            return replace(context, num_items_in_batch=context.shards)
+        return context
+
+    def _defers_dapo(self) -> bool:
+        return self._trainer is not None and not isinstance(self.trainer.strategy, DeepSpeedStrategy)
 
     def training_step(self, batch: VisionLanguageBatch, batch_idx: int) -> torch.Tensor | None:
         accumulation = self.trainer.accumulate_grad_batches if self._trainer else 1
@@ -271,15 +252,30 @@ class GRPOModule(TrainableWeightsCheckpoint):
             epsilon_high=self.grpo.epsilon_high,
             beta=self.grpo.beta,
             max_completion_length=self.generation.max_new_tokens,
+            context=self.step_context(),
         )
         if skip_nonfinite_loss(self, loss, list(dict.fromkeys(rollout.ids))):
             return None  # Lightning skips backward and the optimizer step
+        self._step_tokens += float(stats.num_tokens)
         logged = {"train/loss": loss.detach()}
         for name in ("kl", "clip_ratio_low", "clip_ratio_high", "clip_ratio_region"):
             if getattr(stats, name, None) is not None:
                 logged[f"train/{name}"] = getattr(stats, name)
         self.log_dict(logged, prog_bar=False, batch_size=len(rollout.texts))
         return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """dapo: divide the step's gradient by its global token count (see :meth:`step_context`)."""
+        tokens, self._step_tokens = self._step_tokens, 0.0
+        if self.grpo.loss_type != "dapo" or not self._defers_dapo():
+            return
+        total = self.trainer.strategy.reduce(torch.tensor(tokens, device=self.device), reduce_op="sum")
+        scale = dapo_gradient_scale(
+            float(total), StepContext(self.trainer.world_size, self.trainer.accumulate_grad_batches)
+        )
+        for parameter in self.parameters():
+            if parameter.grad is not None:
+                parameter.grad.mul_(scale)
 
     def _log_rollout(self, rollout: Rollout) -> None:
         G = rollout.num_generations
@@ -288,11 +284,10 @@ class GRPOModule(TrainableWeightsCheckpoint):
             key = "total" if name == "total" else name
             values[f"train/reward/{key}"] = scores.mean()
             values[f"train/reward/{key}_std"] = scores.std() if scores.numel() > 1 else torch.zeros(())
-        grouped = rollout.rewards.view(-1, G)
         values["train/advantage_std"] = (
             rollout.advantages.std() if rollout.advantages.numel() > 1 else torch.zeros(())
         )
-        values["train/frac_zero_std_groups"] = (grouped.std(dim=1) < 1e-6).float().mean()
+        values["train/frac_zero_std_groups"] = zero_std_fraction(rollout.rewards, G)
         lengths = rollout.completion_mask.sum(1).float()
         values["train/completion_length"] = lengths.mean()
         values["train/completion_length_max"] = lengths.max()
@@ -310,8 +305,8 @@ class GRPOModule(TrainableWeightsCheckpoint):
     # ----------------------------------------------------------------------------- evaluation
 
     def _evaluate(self, batch: VisionLanguageBatch, stage: str) -> dict[str, list[str]]:
-        greedy = replace(self.generation, do_sample=False, num_return_sequences=1)
-        _, texts = generate(self.model, self.tokenizer, batch.prompt_inputs, greedy)
+        greedy = replace(self.generation, do_sample=False)
+        texts = self.generator.generate(self.model, batch.prompt_inputs, greedy).texts
         scores = self.reward(texts, batch.targets)
         for sample_id, text, score, target in zip(batch.ids, texts, scores, batch.targets, strict=True):
             self._val_rewards.append({"id": sample_id, "prediction": text, "target": target, "reward": score})

@@ -1,4 +1,4 @@
-"""Reward classification (seed 002): the backbone's hidden state at the last non-padding token, a linear
+"""Reward classification (the robot reward recipe): the backbone's hidden state at the last non-padding token, a linear
 head, cross-entropy.
 
 The pooled state is the final (normed) hidden state of the language model, taken from the backbone's
@@ -41,6 +41,7 @@ from vlmlab.modules.common import (
     write_predictions,
 )
 from vlmlab.modules.optim import OptimSettings, configure_adamw
+from vlmlab.tasks.robot_reward import expected_reward
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
 
     attention_mask: ``[B, L]`` (1 or True for real tokens). Returns int64 ``[B]``: the largest ``j``
     with ``mask[b, j] == 1``, i.e. ``L - 1`` for left padding and ``sum(mask[b]) - 1`` for right
-    padding (the seed's ``attn.sum(1) - 1`` is only right for the latter). Raises ValueError for a row
+    padding (the recipe's ``attn.sum(1) - 1`` is only right for the latter). Raises ValueError for a row
     without any real token.
     """
     if attention_mask.ndim != 2:
@@ -98,28 +99,16 @@ def classify(
     return head(pooled.to(head.weight.dtype))
 
 
-def expected_reward(probabilities: torch.Tensor) -> torch.Tensor:
-    """``[..., C]`` class probabilities -> ``[...]`` reward in [0, 1]: ``sum_c p_c * c / (C - 1)``
-    (classes are ordered reward bins; 0 with a single class)."""
-    classes = probabilities.shape[-1]
-    if classes < 2:
-        return torch.zeros(probabilities.shape[:-1], dtype=probabilities.dtype, device=probabilities.device)
-    values = torch.arange(classes, dtype=probabilities.dtype, device=probabilities.device) / (classes - 1)
-    return (probabilities * values).sum(-1)
-
-
 class RewardClassifierModule(TrainableWeightsCheckpoint):
     """Pooled-last-token reward classifier on a Qwen-VL backbone (LoRA or full fine-tuning).
 
     backbone: what to load (``conf/model``); optim: AdamW settings (``conf/optim``). Gradient
-        clipping comes from the trainer (``trainer.gradient_clip_val``, 1.0 as the seed).
-    num_classes: head size; None reads ``trainer.datamodule.num_classes`` in :meth:`setup` (Lightning
-        sets the datamodule up before the module and restores checkpoints after both) and builds the
-        head there. When both are known they must agree.
+        clipping comes from the trainer (``trainer.gradient_clip_val``, 1.0 as the recipe).
+    num_classes: head size (:func:`vlmlab.run.build` passes the datamodule's when the config leaves it
+        null).
     class_names: names for the confusion matrix, predictions and the export; default ``"0"..``.
     log_confusion_matrix: add the validation/test confusion matrix as an image to TensorBoard.
     predictions_file: where ``test`` writes one JSON line per sample (evaluate.py sets it).
-    generation: ignored (a classifier does not generate); presets set ``task.module.generation``.
 
     Logs ``train/loss``, ``{val,test}/loss`` and ``{stage}/classify/{accuracy,f1_macro}``. A non-finite
     loss is never applied. Checkpoints hold only trainable weights (adapters or unfrozen backbone
@@ -130,45 +119,49 @@ class RewardClassifierModule(TrainableWeightsCheckpoint):
         self,
         backbone: BackboneSpec | Mapping[str, Any],
         optim: OptimSettings | Mapping[str, Any],
-        num_classes: int | None = None,
+        num_classes: int,
         processor: ProcessorMixin | None = None,
         class_names: Sequence[str] | None = None,
         log_confusion_matrix: bool = True,
         predictions_file: str | None = None,
-        generation: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         # Mappings: the plain-dict hyper-parameters of a checkpoint (load_from_checkpoint) rebuild the spec.
         backbone = _backbone_spec(backbone)
         optim = _optim_settings(optim)
-        if num_classes is not None and int(num_classes) < 1:
-            raise ValueError(f"task.module.num_classes={num_classes}; expected >= 1 or null (from the data)")
+        if num_classes is None or int(num_classes) < 1:
+            raise ValueError(f"task.module.num_classes={num_classes}; expected >= 1 (null: the data's)")
         # Plain dicts: checkpoints must load with torch.load(weights_only=True), which refuses classes.
         self.save_hyperparameters(
             {
                 "backbone": asdict(backbone),
                 "optim": asdict(optim),
-                "num_classes": num_classes,
+                "num_classes": int(num_classes),
                 "class_names": list(class_names) if class_names is not None else None,
             }
         )
         self.backbone = backbone
         self.optim = optim
         self.processor = processor if processor is not None else backbone.load_processor()
-        self.model = backbone.load_model()
+        self.model = backbone.load_model(self.processor)
         _freeze_untied_lm_head(self.model)
         self.hidden_size = hidden_size_of(self.model.config)
-        self.configured_class_names = list(class_names) if class_names is not None else None
         self.log_confusion_matrix = log_confusion_matrix
         self.predictions_file = predictions_file
-        self.num_classes: int | None = None
-        self.class_names: list[str] = []
-        self.head: torch.nn.Linear | None = None
-        self.val_metrics: ClassificationMetrics | None = None
-        self.test_metrics: ClassificationMetrics | None = None
+        self.num_classes = int(num_classes)
+        self.class_names = (
+            list(class_names) if class_names is not None else [str(c) for c in range(self.num_classes)]
+        )
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(
+                f"task.module.class_names has {len(self.class_names)} names for {self.num_classes} classes"
+            )
+        device = next(self.model.parameters()).device
+        # float32 whatever the backbone dtype: C x H weights cost nothing and keep the logits exact.
+        self.head = torch.nn.Linear(self.hidden_size, self.num_classes, device=device)
+        self.val_metrics = ClassificationMetrics(self.num_classes)
+        self.test_metrics = ClassificationMetrics(self.num_classes)
         self._predictions: list[dict[str, Any]] = []
-        if num_classes is not None:
-            self.build_head(int(num_classes))
         trainable, total = count_parameters(self.model)
         log.info(
             "backbone %s: %.2fM trainable of %.2fM parameters; head %s x %s",
@@ -176,48 +169,12 @@ class RewardClassifierModule(TrainableWeightsCheckpoint):
             trainable / 1e6,
             total / 1e6,
             self.hidden_size,
-            self.num_classes or "(from the data)",
+            self.num_classes,
         )
-
-    def build_head(self, num_classes: int) -> None:
-        """The linear head ``hidden_size -> num_classes`` and the metrics (on the backbone's device)."""
-        names = self.configured_class_names or [str(c) for c in range(num_classes)]
-        if len(names) != num_classes:
-            raise ValueError(f"task.module.class_names has {len(names)} names for {num_classes} classes")
-        device = next(self.model.parameters()).device
-        # float32 whatever the backbone dtype: C x H weights cost nothing and keep the logits exact.
-        self.head = torch.nn.Linear(self.hidden_size, num_classes, device=device)
-        self.num_classes = num_classes
-        self.class_names = names
-        self.hparams["num_classes"] = num_classes  # saved in checkpoints: a reload knows the head size
-        self.val_metrics = ClassificationMetrics(num_classes).to(device)
-        self.test_metrics = ClassificationMetrics(num_classes).to(device)
-
-    def setup(self, stage: str) -> None:
-        """Build the head from ``trainer.datamodule.num_classes`` when ``num_classes`` was not given."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        data_classes = getattr(datamodule, "num_classes", None)
-        if self.head is None:
-            if data_classes is None:
-                raise ValueError(
-                    "task.module.num_classes is null and the datamodule has no num_classes after setup: "
-                    "set task.module.num_classes (or data.num_classes)"
-                )
-            self.build_head(int(data_classes))
-        elif data_classes is not None and int(data_classes) != self.num_classes:
-            raise ValueError(
-                f"the head has {self.num_classes} classes but the data has {data_classes}: "
-                "set task.module.num_classes and data.num_classes to the same value (or null)"
-            )
-
-    def _head(self) -> torch.nn.Linear:
-        if self.head is None:
-            raise RuntimeError("no head yet: give num_classes, or run through a Trainer with a datamodule")
-        return self.head
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Class logits ``[B, C]``."""
-        return classify(self.model, self._head(), inputs)
+        return classify(self.model, self.head, inputs)
 
     def training_step(self, batch: VisionLanguageBatch, batch_idx: int) -> torch.Tensor | None:
         logits = self(batch.inputs)
@@ -234,7 +191,6 @@ class RewardClassifierModule(TrainableWeightsCheckpoint):
         loss = F.cross_entropy(logits.float(), batch.class_labels)
         self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch), sync_dist=True)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
-        assert metrics is not None  # built with the head
         metrics.update(logits, batch.class_labels)
         if stage == "test" and self.predictions_file:
             self._predictions += self._records(batch, logits)
@@ -271,8 +227,6 @@ class RewardClassifierModule(TrainableWeightsCheckpoint):
 
     def _log_metrics(self, stage: str) -> None:
         metrics = self.val_metrics if stage == "val" else self.test_metrics
-        if metrics is None:
-            return
         scores = metrics.compute()
         self.log_dict({f"{stage}/{metrics.group}/{k}": v for k, v in scores.items()}, sync_dist=True)
         if self.log_confusion_matrix and not self.trainer.sanity_checking:
@@ -297,14 +251,11 @@ class RewardClassifierModule(TrainableWeightsCheckpoint):
         self._predictions.clear()
 
     def configure_optimizers(self) -> dict[str, Any]:
-        self._head()
         return configure_adamw(self, self.optim, int(self.trainer.estimated_stepping_batches))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved_classes = (checkpoint.get("hyper_parameters") or {}).get("num_classes")
-        if self.head is None and saved_classes is not None:
-            self.build_head(int(saved_classes))  # a module built without a datamodule (e.g. by hand)
-        elif saved_classes is not None and int(saved_classes) != self.num_classes:
+        if saved_classes is not None and int(saved_classes) != self.num_classes:
             raise ValueError(
                 f"checkpoint head has {saved_classes} classes, this module {self.num_classes}: "
                 "was it trained on other data or with another task.module.num_classes?"
@@ -320,7 +271,7 @@ class RewardClassifierModule(TrainableWeightsCheckpoint):
         head weights ``head.safetensors`` (``weight [C, H]``, ``bias [C]``) and ``head_config.json``
         (``num_classes``, ``hidden_size``, ``class_names``, ``pooling``, ``family``).
         """
-        head = self._head()
+        head = self.head
         out = export_backbone(self.model, self.processor, self.backbone, out_dir)
         save_file(
             {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, str(out / HEAD_WEIGHTS)
@@ -410,7 +361,6 @@ def _optim_settings(optim: OptimSettings | Mapping[str, Any]) -> OptimSettings:
 __all__ = [
     "RewardClassifierModule",
     "classify",
-    "expected_reward",
     "hidden_size_of",
     "last_hidden_state",
     "last_token_index",

@@ -19,7 +19,7 @@ from vlmlab.modules.common import (
     skip_nonfinite_loss,
     write_predictions,
 )
-from vlmlab.modules.generation import GenerationSettings, generate
+from vlmlab.modules.generation import GenerationSettings, Generator
 from vlmlab.modules.optim import OptimSettings, configure_adamw
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,10 @@ class SFTModule(TrainableWeightsCheckpoint):
         self.generation = generation
         self.metrics = metrics
         self.processor = processor if processor is not None else backbone.load_processor()
-        self.model = backbone.load_model()
+        self.model = backbone.load_model(self.processor)
+        self.generator = Generator(
+            self.processor.tokenizer, backbone.chat.end_of_turn_id(self.processor.tokenizer)
+        )
         self.predictions_file = predictions_file
         self.num_logged_completions = num_logged_completions
         self._completions: list[dict[str, Any]] = []
@@ -85,7 +88,7 @@ class SFTModule(TrainableWeightsCheckpoint):
     def _evaluate(self, batch: VisionLanguageBatch, stage: str) -> list[str]:
         loss = assistant_token_loss(self.model, batch.inputs, batch.labels)
         self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch), sync_dist=True)
-        _, predictions = generate(self.model, self.tokenizer, batch.prompt_inputs, self.generation)
+        predictions = self.generator.generate(self.model, batch.prompt_inputs, self.generation).texts
         if self.metrics is not None:
             self.metrics.update(predictions, batch.targets)
         for sample_id, prediction, answer, target in zip(

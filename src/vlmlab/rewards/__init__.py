@@ -3,9 +3,9 @@
 One module per family, each with ``score(completion, target, weights=None) -> {component: value,
 ..., "total": float}`` (components already weighted), ``DEFAULT_WEIGHTS`` and ``MAX_TOTAL``:
 
-* :mod:`vlmlab.rewards.brats_3d`: 3D brain-tumour detection (seed 003, max 8.5);
-* :mod:`vlmlab.rewards.temporal`: video temporal grounding (seed 001, max 2.0);
-* :mod:`vlmlab.rewards.mcqa`: multiple-choice VQA (seed 004, max 1.5).
+* :mod:`vlmlab.rewards.brats_3d`: 3D brain-tumour detection (the BraTS recipe, max 8.5);
+* :mod:`vlmlab.rewards.temporal`: video temporal grounding (the grounding recipe, max 2.0);
+* :mod:`vlmlab.rewards.mcqa`: multiple-choice VQA (the MCQA recipe, max 1.5).
 
 :mod:`vlmlab.rewards.compose` sums families (:class:`Reward`, :class:`RewardTerm`, built by
 ``conf/reward/*.yaml``) and adapts them to TRL (:func:`as_trl_reward_funcs`). A score never raises
@@ -14,6 +14,4 @@ on any model output or malformed target value, and is deterministic.
 
 from vlmlab.rewards.compose import Reward, RewardTerm, as_trl_reward_funcs
 
-FAMILIES = ("brats_3d", "temporal", "mcqa")  # modules of vlmlab.rewards (imported on use: temporal loads vtg)
-
-__all__ = ["FAMILIES", "Reward", "RewardTerm", "as_trl_reward_funcs"]
+__all__ = ["Reward", "RewardTerm", "as_trl_reward_funcs"]

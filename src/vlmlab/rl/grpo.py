@@ -98,7 +98,7 @@ def completion_mask(
     """Loss mask of generated tokens, as TRL builds it: 1 up to and including the first EOS, 0 after.
 
     completion_ids: [N, C] generated tokens (anything after the first EOS, e.g. padding, is ignored).
-    eos_token_id: one id or several (Qwen's ``<|im_end|>`` and ``<|endoftext|>``).
+    eos_token_id: one id or several (the chat's end of turn and end of text).
     mask_truncated: a completion that never emitted EOS (cut by ``max_new_tokens``) gets an all-0 row,
         so a half-written answer is neither rewarded nor punished token by token (DAPO).
     pad_token_id: TRL also counts a completion as finished when its last token is the pad id; pass the
@@ -153,6 +153,36 @@ def token_logps(logits: Tensor, token_ids: Tensor, temperature: float = 1.0) -> 
     return torch.stack(rows)  # [N, L]
 
 
+@dataclass(frozen=True)
+class StepContext:
+    """Where a micro-batch sits in its optimizer step.
+
+    num_processes: ranks whose gradients are averaged. accumulation_steps: micro-batches per optimizer
+    step. num_items_in_batch: loss tokens of the whole step on every rank (dapo's normaliser), when
+    known before this micro-batch's backward; None: estimated from this micro-batch.
+    """
+
+    num_processes: int = 1
+    accumulation_steps: int = 1
+    num_items_in_batch: int | float | Tensor | None = None
+
+    @property
+    def shards(self) -> int:
+        """Micro-batches of one optimizer step over all ranks."""
+        return self.num_processes * self.accumulation_steps
+
+
+def dapo_gradient_scale(num_items_in_batch: float, context: StepContext) -> float:
+    """The factor that turns gradients of dapo losses computed with ``num_items_in_batch =
+    context.shards`` (normaliser 1: each micro-batch loss is its plain masked sum) into exactly those of
+    the global token mean, once the step's token count is known: ``shards / num_items_in_batch``.
+
+    For a module that makes rollouts one micro-batch at a time, the later micro-batches' tokens are not
+    known at the first backward; it defers the division to just before the optimizer step.
+    """
+    return context.shards / max(float(num_items_in_batch), 1.0)
+
+
 @dataclass
 class PolicyLossStats:
     """What TRL logs about one policy-loss call, as detached scalar tensors (token means over the mask).
@@ -197,11 +227,9 @@ def policy_loss(
     epsilon_high: float | None = None,
     beta: float = 0.0,
     max_completion_length: int | None = None,
-    num_items_in_batch: int | float | Tensor | None = None,
+    context: StepContext = StepContext(),  # frozen: safe as a shared default
     *,
     delta: float | None = None,
-    num_processes: int = 1,
-    accumulation_steps: int = 1,
 ) -> tuple[Tensor, PolicyLossStats]:
     """Clipped GRPO objective with an optional k3 KL penalty, per TRL 1.16's ``_compute_loss``.
 
@@ -223,14 +251,13 @@ def policy_loss(
     beta: weight of the per-token k3 KL ``exp(ref - logp) - (ref - logp) - 1``, added to each token's loss.
     max_completion_length: dr_grpo's normaliser; default C. Pass the generation's ``max_new_tokens``
         to match TRL, which uses its config's ``max_completion_length`` whatever C is.
-    num_items_in_batch: dapo's normaliser: loss tokens summed over every micro-batch of one optimizer
-        step on every process. The loss is ``sum / (num_items_in_batch / (num_processes *
-        accumulation_steps))`` so that, once Lightning divides each micro-batch loss by
-        ``accumulate_grad_batches`` and DDP/DeepSpeed average gradients over ranks, the step's
-        gradient is that of the token mean over the global batch, as TRL's. Default: this batch's
-        tokens times ``num_processes * accumulation_steps`` (every micro-batch assumed this size).
+    context: where this micro-batch sits in its optimizer step (:class:`StepContext`); dapo divides
+        by ``context.num_items_in_batch / (num_processes * accumulation_steps)`` so that, once
+        Lightning divides each micro-batch loss by ``accumulate_grad_batches`` and DDP/DeepSpeed
+        average gradients over ranks, the step's gradient is that of the token mean over the global
+        batch, as TRL's. Without ``num_items_in_batch``: this batch's tokens times
+        ``num_processes * accumulation_steps`` (every micro-batch assumed this size).
     delta: optional upper bound on the unclipped ratio (two-sided clipping, INTELLECT-2).
-    num_processes / accumulation_steps: used by dapo only, as above.
 
     Returns the loss of this micro-batch before the division by the accumulation steps (TRL's returned
     loss is this divided by ``gradient_accumulation_steps`` in training) and its statistics.
@@ -271,8 +298,8 @@ def policy_loss(
         length = logps.shape[1] if max_completion_length is None else max_completion_length
         loss = masked_loss.sum() / (logps.shape[0] * length)
     else:  # dapo
-        shards = num_processes * accumulation_steps
-        total = mask.sum() * shards if num_items_in_batch is None else num_items_in_batch
+        shards = context.num_processes * context.accumulation_steps
+        total = mask.sum() * shards if context.num_items_in_batch is None else context.num_items_in_batch
         total = torch.as_tensor(total, dtype=logps.dtype, device=logps.device)
         loss = masked_loss.sum() / (total.clamp(min=1.0) / shards)
 
@@ -302,21 +329,3 @@ def micro_batches(n: int, size: int | None) -> list[slice]:
         raise ValueError(f"micro-batch size must be >= 1 or None, got {size}")
     step = n if size is None else size
     return [slice(start, min(start + step, n)) for start in range(0, n, max(step, 1))]
-
-
-def generation_sync_kwargs(strategy: object) -> dict[str, bool]:
-    """Extra ``generate`` kwargs the Lightning strategy needs: ``{"synced_gpus": True}`` under DeepSpeed
-    ZeRO-3, else ``{}``.
-
-    Under ZeRO-3 each forward all-gathers the sharded weights; a rank whose completions all hit EOS
-    early would stop calling forward and the others would hang in the all-gather. ``synced_gpus``
-    keeps every rank stepping until all are done. Duck-typed (``strategy.config["zero_optimization"]
-    ["stage"]``, else ``strategy.zero_stage_3``) so it needs neither DeepSpeed nor a GPU.
-    """
-    config = getattr(strategy, "config", None)
-    if isinstance(config, dict):
-        zero = config.get("zero_optimization") or {}
-        zero3 = isinstance(zero, dict) and zero.get("stage") == 3
-    else:
-        zero3 = bool(getattr(strategy, "zero_stage_3", False))
-    return {"synced_gpus": True} if zero3 else {}

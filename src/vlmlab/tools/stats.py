@@ -1,6 +1,6 @@
-"""Dataset statistics before training (seed 002's ``MODE=analyze``): class balance and episode lengths.
+"""Dataset statistics before training: class balance and episode lengths.
 
-Usage::
+What the robot reward recipe's ``MODE=analyze`` printed. Usage::
 
     python -m vlmlab.tools.stats lerobot ROOT [--cameras KEY ...] [--num-classes N] [--plot out.png] [--json]
 

@@ -4,32 +4,35 @@ Usage::
 
     python -m vlmlab.tools.synth {ct_report,brats,vtg,lerobot,mcqa} OUT_DIR [--options]
 
-Each format is a ``write(out_dir, **options) -> dict[str, Path]`` function in
-``vlmlab.data.synthetic.<format>``; its keyword arguments become ``--options``
+Each format is a ``write(out_dir, **options) -> dict[str, Path]`` function of
+:mod:`vlmlab.data.synthetic`; its keyword arguments become ``--options``
 (``num_train`` -> ``--num-train``).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import inspect
 from collections.abc import Callable
 from pathlib import Path
 
-FORMATS = ("ct_report", "brats", "vtg", "lerobot", "mcqa")
+from vlmlab.data.synthetic import brats, ct_report, lerobot, mcqa, vtg
+
+WRITERS: dict[str, Callable[..., dict[str, Path]]] = {
+    "ct_report": ct_report.write,
+    "brats": brats.write,
+    "vtg": vtg.write,
+    "lerobot": lerobot.write,
+    "mcqa": mcqa.write,
+}
+FORMATS = tuple(WRITERS)
 
 
 def writer(fmt: str) -> Callable[..., dict[str, Path]]:
-    """The synthetic writer of ``fmt`` (imported on demand)."""
-    if fmt not in FORMATS:
+    """The synthetic writer of ``fmt``."""
+    if fmt not in WRITERS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    return importlib.import_module(f"vlmlab.data.synthetic.{fmt}").write
-
-
-def available_formats() -> list[str]:
-    return [f for f in FORMATS if importlib.util.find_spec(f"vlmlab.data.synthetic.{f}") is not None]
+    return WRITERS[fmt]
 
 
 def _add_writer_options(parser: argparse.ArgumentParser, write: Callable[..., dict[str, Path]]) -> None:
@@ -57,7 +60,7 @@ def _add_writer_options(parser: argparse.ArgumentParser, write: Callable[..., di
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vlmlab.tools.synth", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="format", required=True)
-    for fmt in available_formats():
+    for fmt in FORMATS:
         write = writer(fmt)
         summary = (write.__doc__ or "").strip().splitlines()[0] if write.__doc__ else None
         p = sub.add_parser(fmt, help=summary, description=summary)

@@ -6,24 +6,32 @@ Usage::
 
 Prints one ``PATH:ROW: field: problem`` line per problem and exits 1 if there is any (0 if none).
 Training runs the same checks at start (``data.on_bad_sample``). Each format's checks are the
-``validate_file(path, decode=True) -> list[DataProblem]`` function of ``vlmlab.data.<format>``.
+``validate_file(path, decode=True) -> list[DataProblem]`` function of its data package.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 from collections.abc import Callable
 from pathlib import Path
 
+from vlmlab.data import brats, ct_report, lerobot, mcqa, vtg
 from vlmlab.data.errors import DataProblem
-from vlmlab.tools.synth import FORMATS
+
+VALIDATORS: dict[str, Callable[..., list[DataProblem]]] = {
+    "ct_report": ct_report.validate_file,
+    "brats": brats.validate_file,
+    "vtg": vtg.validate_file,
+    "lerobot": lerobot.validate_file,
+    "mcqa": mcqa.validate_file,
+}
+FORMATS = tuple(VALIDATORS)
 
 
 def validator(fmt: str) -> Callable[..., list[DataProblem]]:
-    if fmt not in FORMATS:
+    if fmt not in VALIDATORS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    return importlib.import_module(f"vlmlab.data.{fmt}").validate_file
+    return VALIDATORS[fmt]
 
 
 def main(argv: list[str] | None = None) -> int:

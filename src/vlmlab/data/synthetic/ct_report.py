@@ -152,7 +152,7 @@ def write(
     size: int = 64,
     seed: int = 0,
 ) -> dict[str, Path]:
-    """Write a synthetic CT report-generation set in the seed's format; return the split files.
+    """Write a synthetic CT report-generation set in the recipe's format; return the split files.
 
     Layout: ``out_dir/volumes/ct_report_NNN.npy`` (float32, values in [0, 255]; even cases
     ``[1, T, H, W]``, odd cases ``[T, H, W]`` to exercise both ranks) and

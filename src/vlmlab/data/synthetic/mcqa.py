@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from vlmlab.data.mcqa import OPTION_LETTERS, trainset_features
+from vlmlab.data.mcqa import trainset_features
+from vlmlab.tasks.mcqa import OPTION_LETTERS
 
 __all__ = ["COLOURS", "QUADRANTS", "write"]
 
@@ -131,7 +132,7 @@ def write(
     size: int = 64,
     seed: int = 0,
 ) -> dict[str, Path]:
-    """Write a synthetic multiple-choice VQA set in the seed's trainset format; return the split files.
+    """Write a synthetic multiple-choice VQA set in the recipe's trainset format; return the split files.
 
     Layout: ``out_dir/{train,val,test}.parquet``, rows ``{images: [{"bytes": png, "path": None}],
     question, options {A..E}, answer_label, answer, reasoning, dataset_name, dataset_index}`` with

@@ -70,7 +70,7 @@ def write(
     distractor: bool = False,
     seed: int = 0,
 ) -> dict[str, Path]:
-    """Write a synthetic temporal grounding set in the seed's JSONL format; return the split files.
+    """Write a synthetic temporal grounding set in the recipe's JSONL format; return the split files.
 
     Layout: ``out_dir/videos/vtg_NNN.mp4`` (H.264, yuv420p, ``size`` x ``size``, ``fps``) and
     ``out_dir/{train,val,test}.jsonl`` with video paths relative to ``out_dir`` (the default

@@ -1,9 +1,9 @@
 """The one mapping between volume voxel coordinates and the coordinates of the frames the model sees.
 
-Seed 003 trained on boxes in NIfTI voxel coordinates while the model saw resized video frames
-(its "coordinate system bug", patched afterwards by a one-off conversion script). Here every box
-and slice index is kept in voxels in the data and mapped through :class:`FrameGeometry`, which
-describes the whole frame pipeline, by the functions below, and back by their inverses.
+The BraTS research code this project replaces trained on boxes in NIfTI voxel coordinates while the
+model saw resized video frames (a coordinate bug it patched afterwards with a one-off script). Here
+every box and slice index is kept in voxels in the data and mapped through :class:`FrameGeometry`,
+which describes the whole frame pipeline, by the functions below, and back by their inverses.
 
 Conventions (continuous coordinates, the same on both sides):
 
@@ -18,7 +18,7 @@ Conventions (continuous coordinates, the same on both sides):
   Frame boxes are ``[column, row, frame]`` = ``[x, y, z]`` whatever the slice axis.
 * Spatial resize ``W -> w`` maps pixel centres as ``x_frame = (x + 0.5) * w / W - 0.5`` (PyTorch's
   ``align_corners=False``), which in edge coordinates is the plain scaling ``X * w / W``.
-* Temporal resampling ``D -> F`` frames (:func:`vlmlab.data.volume.sampled_frame_positions`): frame
+* Temporal resampling ``D -> F`` frames (:func:`sampled_frame_positions`): frame
   ``f`` shows slice position ``p[f]`` (fractional for "linear"). Edges map piecewise-linearly through
   the knots ``(0 -> 0), (p[f] + 0.5 -> f + 0.5), (D -> F)``; for "linear" (and for no resampling)
   the knots are collinear and the map is the scaling ``Z * F / D``; for "sample" the map sends each
@@ -28,13 +28,14 @@ Conventions (continuous coordinates, the same on both sides):
   ``[m F, (m + 1) F)``; ``tiled`` puts all modalities in one frame on a ``rows x cols`` grid,
   modality ``m`` at row ``m // cols``, column ``m % cols``: x offset ``col * w``, y offset ``row * h``.
   Boxes and slices are reported for modality 0 (the first frame run / top-left tile) unless asked.
-* Qwen merges ``temporal_patch_size = 2`` consecutive frames into one temporal patch (an odd total is
-  padded by repeating the last frame): frame ``f`` is seen at temporal position ``f // 2``. With an
-  odd ``F`` in the ``sequence`` layout two modalities share a temporal patch; prefer an even ``F``.
+* The model merges ``temporal_patch_size`` consecutive frames (2 for Qwen-VL) into one temporal patch
+  (an odd total is padded by repeating the last frame): frame ``f`` is seen at temporal position
+  ``f // 2``. With an odd ``F`` in the ``sequence`` layout two modalities share a temporal patch;
+  prefer an even ``F``.
 
-Qwen's processor may resize frames again (its ``min_pixels``/``max_pixels`` budget, multiples of 28
-for Qwen2.5-VL); choose ``size`` within that budget and divisible by 28 (or 32 for Qwen3-VL) so
-that the frames the processor sees are exactly the frames described here.
+The processor may resize frames again (its pixel budget, multiples of patch x merge); the data source
+sizes frames with the model's :class:`vlmlab.models.facts.VisionGeometry` so that the frames the
+processor sees are exactly the frames described here.
 """
 
 from __future__ import annotations
@@ -45,10 +46,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-
-from vlmlab.data.volume import TemporalMethod, sampled_frame_positions
+import torch
 
 __all__ = [
+    "TEMPORAL_METHODS",
     "FrameGeometry",
     "Layout",
     "frame_box_to_voxel",
@@ -57,6 +58,8 @@ __all__ = [
     "layout_frames",
     "nearest_frame",
     "outer_int_box",
+    "sample_slice_indices",
+    "sampled_frame_positions",
     "slice_to_frame",
     "slice_to_temporal_patch",
     "split_frames",
@@ -67,6 +70,35 @@ __all__ = [
 
 Layout = Literal["sequence", "tiled"]
 _LAYOUTS = ("sequence", "tiled")
+TemporalMethod = Literal["sample", "linear"]
+TEMPORAL_METHODS = ("sample", "linear")
+
+
+def sample_slice_indices(num_slices: int, num_frames: int) -> torch.Tensor:
+    """The slices "sample" resampling keeps: ``round(linspace(0, D - 1, F))`` as int64 ``[F]``.
+
+    Computed in torch float32, as the original report pipeline did, so that rounding ties match it.
+    """
+    return torch.linspace(0, num_slices - 1, num_frames).round().long()
+
+
+def sampled_frame_positions(num_slices: int, num_frames: int, method: TemporalMethod) -> np.ndarray:
+    """Source slice index (possibly fractional) each output frame of temporal resampling shows.
+
+    Returns float64 ``[F]``: ``arange(D)`` when ``num_slices <= num_frames`` (no resampling, never
+    upsampled); "sample": :func:`sample_slice_indices`; "linear": ``(i + 0.5) * D / F - 0.5`` clamped
+    to ``[0, D - 1]`` (PyTorch's ``align_corners=False`` source coordinate).
+    """
+    if method not in TEMPORAL_METHODS:
+        raise ValueError(f"unknown temporal method {method!r}; expected 'sample' or 'linear'")
+    if num_slices < 1 or num_frames < 1:
+        raise ValueError(f"num_slices and num_frames must be >= 1, got {num_slices}, {num_frames}")
+    if num_slices <= num_frames:
+        return np.arange(num_slices, dtype=np.float64)
+    if method == "sample":
+        return sample_slice_indices(num_slices, num_frames).numpy().astype(np.float64)
+    i = np.arange(num_frames, dtype=np.float64)
+    return np.clip((i + 0.5) * num_slices / num_frames - 0.5, 0.0, num_slices - 1)
 
 
 def stack_axes(slice_axis: int) -> tuple[int, int, int]:
@@ -383,43 +415,3 @@ def split_frames(video: np.ndarray, geometry: FrameGeometry) -> list[np.ndarray]
         x, y, z = (int(v) for v in geometry.offsets(m))
         out.append(video[z : z + f, y : y + h, x : x + w])
     return out
-
-
-def processor_frame_shape(processor: Any, num_frames: int, height: int, width: int) -> tuple[int, int]:
-    """The (height, width) the processor turns ``num_frames`` frames of ``height x width`` into.
-
-    Asks the processor itself (a dummy black video), so its own smart resize, pixel budget and
-    patch rounding decide; nothing of it is re-implemented here.
-    """
-    from transformers.video_utils import VideoMetadata
-
-    video = np.zeros((num_frames, height, width, 3), dtype=np.uint8)
-    metadata = VideoMetadata(total_num_frames=num_frames, fps=1.0, frames_indices=list(range(num_frames)))
-    out = processor.video_processor(
-        videos=[video], do_sample_frames=False, video_metadata=[metadata], return_tensors="pt"
-    )
-    _, grid_h, grid_w = (int(v) for v in out["video_grid_thw"][0])
-    patch = int(processor.video_processor.patch_size)
-    return grid_h * patch, grid_w * patch
-
-
-def fit_tile_size(
-    processor: Any, geometry: FrameGeometry, max_rounds: int = 4
-) -> tuple[int, int]:
-    """A tile size whose frames the processor keeps exactly as they are (a fixed point).
-
-    Boxes are mapped to our frame pixels; if the processor rescaled the frames again the model
-    would see other coordinates (the coordinate bug of seed 003). Starting from the geometry's tile,
-    take the processor's output shape, divide it by the tiling grid, and repeat until unchanged.
-    """
-    rows, cols = geometry.grid or (1, 1)
-    tile_h, tile_w = geometry.tile_size
-    for _ in range(max_rounds):
-        out_h, out_w = processor_frame_shape(processor, geometry.total_frames, rows * tile_h, cols * tile_w)
-        if (out_h, out_w) == (rows * tile_h, cols * tile_w):
-            return tile_h, tile_w
-        tile_h, tile_w = max(1, out_h // rows), max(1, out_w // cols)
-    raise ValueError(
-        f"no frame size of a {rows}x{cols} grid survives the processor unchanged (last tile {tile_h}x{tile_w}): "
-        "set data.frames.size to a multiple of the processor's patch x merge size within its pixel budget"
-    )

@@ -1,4 +1,4 @@
-"""Reading numbers out of model output safely (shared by the reward families)."""
+"""Reading numbers out of model output and targets safely."""
 
 from __future__ import annotations
 

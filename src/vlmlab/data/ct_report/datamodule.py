@@ -1,0 +1,55 @@
+"""The report-generation datamodule: one JSON file per split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vlmlab.data.base import Split, SplitFilesDataModule
+from vlmlab.data.ct_report.rows import ReportRow, read_rows, to_sample
+from vlmlab.data.errors import Checked
+from vlmlab.data.sample import Sample
+from vlmlab.data.volume import VolumeFrames, load_volume
+
+
+class CTReportDataModule(SplitFilesDataModule):
+    """Report generation from volumes; ``frames`` says how a volume becomes video frames.
+
+    synth_cases: training cases of the synthetic set (``preset=tiny``).
+    Other arguments: :class:`~vlmlab.data.base.SplitFilesDataModule`.
+    """
+
+    def __init__(
+        self,
+        frames: VolumeFrames,
+        synth_cases: int = 48,
+        train_file: str | None = "train.json",
+        val_file: str | None = "val.json",
+        test_file: str | None = "test.json",
+        **kwargs: Any,
+    ):
+        super().__init__(train_file=train_file, val_file=val_file, test_file=test_file, **kwargs)
+        self.frames = frames
+        self.synth_cases = synth_cases
+
+    def read_file(self, path: Path, split: Split) -> list[Checked]:
+        return [read_rows(path)]
+
+    def to_sample(self, item: ReportRow) -> Sample:
+        return to_sample(item, self.frames)
+
+    def sample_cost(self, item: ReportRow) -> float:
+        """Vision tokens of the row's volumes (frames x resolution, from the volume headers)."""
+        vision = self.require_vision()
+        tokens = 0
+        for path in item.volume_paths():
+            slices, height, width = load_volume(path, header_only=True).shape
+            frames = slices if self.frames.num_frames is None else min(slices, self.frames.num_frames)
+            h, w = self.frames.size if self.frames.size is not None else (height, width)
+            tokens += vision.video_tokens(frames, h, w)
+        return float(tokens)
+
+    def write_synthetic(self, root: Path) -> None:
+        from vlmlab.data.synthetic.ct_report import write
+
+        write(root, num_train=self.synth_cases)
