@@ -55,6 +55,7 @@ from vlmlab.modules.common import (
 )
 from vlmlab.modules.generation import GenerationSettings, Generator
 from vlmlab.modules.optim import OptimSettings, configure_adamw
+from vlmlab.rl.dynamic_sampling import informative_groups, part_weights
 from vlmlab.rl.grpo import StepContext, dapo_gradient_scale, group_advantages, policy_loss, zero_std_fraction
 from vlmlab.rl.rollout import Rollout
 
@@ -71,6 +72,11 @@ class GRPOSettings:
     batch. mask_truncated_completions: no loss on completions that never emitted EOS.
     logprob_micro_batch_size: rows per log-prob forward pass (None: all at once).
     log_completions_every_n_steps: a TensorBoard text table of prompts, completions and rewards.
+    dynamic_sampling: DAPO's dynamic sampling: drop prompt groups whose rewards all agree and draw
+        more prompts (the next loader batches, one per training step) until an update has as many
+        informative groups as a batch has prompts; a step spent drawing updates nothing (Lightning
+        still counts it in ``max_steps``). max_prompt_draws: loader batches one update may draw; it
+        then trains on the informative groups it has (none: no update).
     """
 
     num_generations: int = 8
@@ -83,6 +89,16 @@ class GRPOSettings:
     mask_truncated_completions: bool = False
     logprob_micro_batch_size: int | None = 8
     log_completions_every_n_steps: int = 10
+    dynamic_sampling: bool = False
+    max_prompt_draws: int = 4
+
+    def __post_init__(self) -> None:
+        if self.dynamic_sampling and self.num_iterations != 1:
+            raise ValueError(
+                "grpo.dynamic_sampling needs grpo.num_iterations=1 (a rollout is trained on once)"
+            )
+        if self.max_prompt_draws < 1:
+            raise ValueError(f"grpo.max_prompt_draws={self.max_prompt_draws}; expected >= 1")
 
 
 class GRPOModule(TrainableWeightsCheckpoint):
@@ -139,6 +155,8 @@ class GRPOModule(TrainableWeightsCheckpoint):
             self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.predictions_file = predictions_file
         self._buffer: dict[int, Rollout] = {}
+        self._pending: list[Rollout] = []  # dynamic sampling: informative groups gathered so far
+        self._draws = 0  # dynamic sampling: loader batches drawn for the next update
         self._micro_step = 0
         self._step_tokens = 0.0  # dapo: loss tokens of the optimizer step so far (this rank)
         self._val_rewards: list[dict[str, float]] = []
@@ -229,7 +247,15 @@ class GRPOModule(TrainableWeightsCheckpoint):
     def _defers_dapo(self) -> bool:
         return self._trainer is not None and not isinstance(self.trainer.strategy, DeepSpeedStrategy)
 
-    def training_step(self, batch: VisionLanguageBatch, batch_idx: int) -> torch.Tensor | None:
+    def on_fit_start(self) -> None:
+        if self.grpo.dynamic_sampling and self.trainer.accumulate_grad_batches != 1:
+            raise ValueError(
+                "grpo.dynamic_sampling gathers prompts over training steps itself: "
+                "set trainer.accumulate_grad_batches=1 (raise data.batch_size instead)"
+            )
+
+    def _buffered_rollout(self, batch: VisionLanguageBatch) -> Rollout:
+        """This micro-step's rollout: fresh, or the stored one while ``num_iterations`` reuse it."""
         accumulation = self.trainer.accumulate_grad_batches if self._trainer else 1
         slot = self._micro_step % accumulation
         if (self._micro_step // accumulation) % self.grpo.num_iterations == 0 or slot not in self._buffer:
@@ -238,10 +264,68 @@ class GRPOModule(TrainableWeightsCheckpoint):
         rollout = self._buffer[slot]
         # Every step logs the rollout it trains on (with num_iterations > 1 a rollout serves several steps).
         self._log_rollout(rollout)
+        return rollout
+
+    def _gathered_rollouts(self, batch: VisionLanguageBatch) -> list[Rollout]:
+        """Dynamic sampling: this batch's informative groups added to those gathered so far; the
+        parts to train on once they hold a batch's worth of groups (or the draws ran out), else []."""
+        rollout = self.rollout(batch)
+        self._log_rollout(rollout)  # frac_zero_std_groups before filtering
+        self._micro_step += 1
+        self._draws += 1
+        wanted = rollout.num_prompts
+        groups = informative_groups(rollout.rewards, rollout.num_generations)
+        have = sum(part.num_prompts for part in self._pending)
+        if groups:
+            self._pending.append(rollout.select_groups(groups[: wanted - have]))
+        have = sum(part.num_prompts for part in self._pending)
+        if have < wanted and self._draws < self.grpo.max_prompt_draws:
+            self.log("train/dynamic_sampling/updated", 0.0, batch_size=len(rollout.texts))
+            return []
+        parts, drawn = self._pending, self._draws * wanted
+        self._pending, self._draws = [], 0
+        self.log_dict(
+            {
+                "train/dynamic_sampling/updated": float(bool(parts)),
+                "train/dynamic_sampling/extra_prompts": float(drawn - wanted),
+                "train/dynamic_sampling/groups": float(have),
+            },
+            batch_size=len(rollout.texts),
+        )
+        return parts
+
+    def training_step(self, batch: VisionLanguageBatch, batch_idx: int) -> torch.Tensor | None:
+        if self.grpo.dynamic_sampling:
+            parts = self._gathered_rollouts(batch)
+        else:
+            parts = [self._buffered_rollout(batch)]
+        if not parts:
+            return None  # still drawing prompts (dynamic sampling): no update this step
+        losses, stats = zip(*(self._policy_loss(part) for part in parts), strict=True)
+        weights = part_weights(
+            self.grpo.loss_type,
+            [len(part.texts) for part in parts],
+            [float(s.num_tokens) for s in stats],
+            summed=self.grpo.loss_type == "dapo" and self._defers_dapo(),
+        )
+        loss = sum(w * part_loss for w, part_loss in zip(weights, losses, strict=True))
+        ids = list(dict.fromkeys(i for part in parts for i in part.ids))
+        if skip_nonfinite_loss(self, loss, ids):
+            return None  # Lightning skips backward and the optimizer step
+        self._step_tokens += sum(float(s.num_tokens) for s in stats)
+        logged = {"train/loss": loss.detach()}
+        for name in ("kl", "clip_ratio_low", "clip_ratio_high", "clip_ratio_region"):
+            values = [getattr(s, name, None) for s in stats]
+            if all(v is not None for v in values):
+                logged[f"train/{name}"] = sum(w * v for w, v in zip(weights, values, strict=True))
+        self.log_dict(logged, prog_bar=False, batch_size=sum(len(part.texts) for part in parts))
+        return loss
+
+    def _policy_loss(self, rollout: Rollout) -> tuple[torch.Tensor, Any]:
         logps = self.sequence_logps(rollout)
         old = rollout.old_logps if rollout.old_logps is not None else logps.detach()
         ref = rollout.ref_logps if rollout.ref_logps is not None else logps.detach()
-        loss, stats = policy_loss(
+        return policy_loss(
             logps,
             old,
             ref,
@@ -254,15 +338,6 @@ class GRPOModule(TrainableWeightsCheckpoint):
             max_completion_length=self.generation.max_new_tokens,
             context=self.step_context(),
         )
-        if skip_nonfinite_loss(self, loss, list(dict.fromkeys(rollout.ids))):
-            return None  # Lightning skips backward and the optimizer step
-        self._step_tokens += float(stats.num_tokens)
-        logged = {"train/loss": loss.detach()}
-        for name in ("kl", "clip_ratio_low", "clip_ratio_high", "clip_ratio_region"):
-            if getattr(stats, name, None) is not None:
-                logged[f"train/{name}"] = getattr(stats, name)
-        self.log_dict(logged, prog_bar=False, batch_size=len(rollout.texts))
-        return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """dapo: divide the step's gradient by its global token count (see :meth:`step_context`)."""
@@ -350,12 +425,15 @@ class GRPOModule(TrainableWeightsCheckpoint):
         """Also save the micro-step counter and, when rollouts are reused (``num_iterations > 1``),
         the rollout buffer: a checkpoint between the optimizer steps that share a rollout batch must
         resume with those rollouts. With ``num_iterations == 1`` every micro-step makes a fresh
-        rollout, so the buffer is never read again and is not saved."""
+        rollout, so the buffer is never read again and is not saved. Dynamic sampling's gathered
+        groups are saved too: a resumed run trains on the groups the interrupted one had drawn."""
         super().on_save_checkpoint(checkpoint)
         reused = self.grpo.num_iterations > 1
         checkpoint[STEP_STATE_KEY] = {
             "micro_step": self._micro_step,
             "buffer": {slot: r.state_dict() for slot, r in self._buffer.items()} if reused else {},
+            "pending": [r.state_dict() for r in self._pending],
+            "draws": self._draws,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -365,6 +443,8 @@ class GRPOModule(TrainableWeightsCheckpoint):
             return
         self._micro_step = int(state["micro_step"])
         self._buffer = {int(slot): Rollout.from_state_dict(r) for slot, r in state["buffer"].items()}
+        self._pending = [Rollout.from_state_dict(r) for r in state.get("pending", [])]
+        self._draws = int(state.get("draws", 0))
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adamw(self.model, self.optim, int(self.trainer.estimated_stepping_batches))

@@ -124,6 +124,38 @@ class Rollout:
             state["media"] = {modality: _model_output(out) for modality, out in state["media"].items()}
         return cls(**state)
 
+    def select_groups(self, groups: Sequence[int]) -> Rollout:
+        """The rollout of the prompt groups ``groups`` (indices in ``range(num_prompts)``, in that
+        order): every per-row field, the rows' vision items and encoded media carried along."""
+        G = self.num_generations
+        rows = [g * G + k for g in groups for k in range(G)]
+        index = torch.as_tensor(rows, dtype=torch.long, device=self.completion_ids.device)
+
+        def pick(value: Tensor | None) -> Tensor | None:
+            return None if value is None else value.index_select(0, index)
+
+        def entries(values: list[Any]) -> list[Any]:  # ids / targets: per prompt, per row, or none
+            if len(values) == self.num_prompts:
+                return [values[g] for g in groups]
+            return [values[r] for r in rows] if values else []
+
+        return replace(
+            self,
+            prompt_inputs=reorder_inputs(self.prompt_inputs, self.item_counts, rows),
+            media=reorder_media(self.media, self.item_counts, rows) if self.media is not None else None,
+            item_counts={m: [c[r] for r in rows] for m, c in self.item_counts.items()},
+            completion_ids=pick(self.completion_ids),
+            completion_mask=pick(self.completion_mask),
+            texts=[self.texts[r] for r in rows],
+            rewards=pick(self.rewards),
+            reward_components={k: pick(v) for k, v in self.reward_components.items()},
+            advantages=pick(self.advantages),
+            old_logps=pick(self.old_logps),
+            ref_logps=pick(self.ref_logps),
+            ids=entries(self.ids),
+            targets=entries(self.targets),
+        )
+
     def model_inputs(self, rows: Sequence[int] | None = None) -> tuple[dict[str, Any], int]:
         """Inputs scoring the completions of ``rows`` (default all) in one forward, and the prompt
         length P: input_ids / attention_mask [n, P + C] (prompt then completion, completion padding
