@@ -19,6 +19,7 @@ from vlmlab.rl import (
     token_logps,
     zero_std_fraction,
 )
+from vlmlab.rl.grpo import LOSS_TYPES, log_importance_weights
 
 # ---------------------------------------------------------------- advantages
 
@@ -203,12 +204,99 @@ def test_empty_sequence_counts_nowhere() -> None:
     assert stats.clip_ratio_high_max.item() == pytest.approx(0.5)
 
 
+# Sequence level (GSPO), clip range [0.8, 1.2]. Log ratios log(pi / pi_old) per token:
+#   row 0, A=+1, mask [1, 1, 1]: 0.3, 0.0, 0.3   -> mean 0.2,  ratio e^0.2 = 1.2214 > 1.2: clipped high,
+#       loss -min(1.2214, 1.2) = -1.2 on each token, no gradient;
+#   row 1, A=-1, mask [1, 1, 0]: 0.1, -0.3, (5.0 padded, left out) -> mean -0.1, ratio e^-0.1 = 0.9048,
+#       inside the range: loss -min(-0.9048, -0.9048) = +0.9048 on each kept token.
+# (With the padded token the mean would be 1.6 and the ratio 4.95; per token, 0.3 would clip alone.)
+SEQUENCE_LOG_RATIOS = torch.tensor([[0.3, 0.0, 0.3], [0.1, -0.3, 5.0]], dtype=torch.float64)
+SEQUENCE_MASK = torch.tensor([[1, 1, 1], [1, 1, 0]])
+R1 = math.exp(-0.1)
+
+
+def test_sequence_log_importance_weight_is_the_masked_mean() -> None:
+    weights = log_importance_weights(SEQUENCE_LOG_RATIOS, OLD, SEQUENCE_MASK, "sequence")
+    assert weights.shape == (2, 1)
+    assert torch.allclose(weights, torch.tensor([[0.2], [-0.1]], dtype=torch.float64))
+    empty = log_importance_weights(SEQUENCE_LOG_RATIOS, OLD, torch.zeros(2, 3), "sequence")
+    assert torch.equal(empty, torch.zeros(2, 1, dtype=torch.float64))  # no loss token: ratio 1
+    token = log_importance_weights(SEQUENCE_LOG_RATIOS, OLD, SEQUENCE_MASK, "token")
+    assert torch.equal(token, SEQUENCE_LOG_RATIOS)
+
+
+@pytest.mark.parametrize(
+    ("loss_type", "expected", "grad_scale"),
+    [
+        # Row means -1.2 and +R1, mean over the 2 rows; row 1's gradient d(R1)/dlogp_t = R1 / 2 tokens / 2 rows.
+        ("grpo", (-1.2 + R1) / 2, 1 / 4),
+        # Token sums 3 * -1.2 + 2 * R1 over the 5 loss tokens (dapo: this batch's tokens); gradient 2 * R1/2 / 5.
+        ("bnpo", (-3.6 + 2 * R1) / 5, 1 / 5),
+        ("dapo", (-3.6 + 2 * R1) / 5, 1 / 5),
+        ("dr_grpo", (-3.6 + 2 * R1) / (2 * 3), 1 / 6),
+    ],
+)
+def test_sequence_level_loss_by_hand(loss_type: str, expected: float, grad_scale: float) -> None:
+    logps = SEQUENCE_LOG_RATIOS.clone().requires_grad_(True)
+    loss, stats = policy_loss(
+        logps,
+        OLD,
+        None,
+        ADVANTAGES,
+        SEQUENCE_MASK,
+        loss_type,
+        importance_sampling_level="sequence",  # type: ignore[arg-type]
+    )
+    assert loss.item() == pytest.approx(expected)
+    loss.backward()
+    expected_grad = torch.tensor([[0.0, 0.0, 0.0], [R1, R1, 0.0]], dtype=torch.float64) * grad_scale
+    assert torch.allclose(logps.grad, expected_grad)
+    # One clip decision per sequence: row 0 clipped high, row 1 not; fractions over the 2 sequences.
+    assert stats.clip_ratio_high.item() == pytest.approx(0.5)
+    assert stats.clip_ratio_low.item() == 0.0
+    assert stats.clip_ratio_region.item() == pytest.approx(0.5)
+    assert stats.clip_ratio_high_max.item() == 1.0
+    assert stats.clip_ratio_low_min.item() == 0.0
+    assert stats.num_tokens.item() == 5
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_on_policy_gradient_is_the_same_at_both_levels(loss_type: str) -> None:
+    # old_logps None: every ratio is 1 at both levels, and with one advantage per sequence
+    # d(mean_t ratio_t)/dlogp_t = d(ratio_seq)/dlogp_t = 1 / tokens, so each loss and gradient agree.
+    generator = torch.Generator().manual_seed(0)
+    values = -torch.rand(3, 4, generator=generator, dtype=torch.float64) * 2
+    ref = values + 0.3 * torch.randn(3, 4, generator=generator, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]])
+    advantages = torch.tensor([0.7, -1.3, 0.4], dtype=torch.float64)
+    results = []
+    for level in ("token", "sequence"):
+        logps = values.clone().requires_grad_(True)
+        loss, _ = policy_loss(
+            logps,
+            None,
+            ref,
+            advantages,
+            mask,
+            loss_type,
+            beta=0.04,
+            importance_sampling_level=level,  # type: ignore[arg-type]
+        )
+        loss.backward()
+        results.append((loss.detach(), logps.grad))
+    (token_loss, token_grad), (sequence_loss, sequence_grad) = results
+    assert sequence_loss.item() == pytest.approx(token_loss.item(), abs=1e-12)
+    assert torch.allclose(sequence_grad, token_grad, atol=1e-12)
+    assert token_grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"loss_type": "ppo"}, "loss_type"),
         ({"beta": 0.04}, "ref_logps"),
         ({"completion_mask": torch.ones(2, 2)}, "completion_mask"),
+        ({"importance_sampling_level": "sequence_token"}, "importance_sampling_level"),
     ],
 )
 def test_policy_loss_rejects_bad_arguments(kwargs: dict, message: str) -> None:

@@ -18,6 +18,7 @@ from vlmlab.modules.grpo import GRPOModule, GRPOSettings
 from vlmlab.modules.optim import OptimSettings
 from vlmlab.rewards.compose import Reward, RewardTerm
 from vlmlab.rewards.mcqa import score as mcqa_score
+from vlmlab.rl.grpo import policy_loss
 
 
 class LengthReward:
@@ -166,3 +167,25 @@ def test_short_fit_logs_rewards_and_updates_the_policy(mcqa_root: Path, tmp_path
         n for n, p in module.model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])
     ]
     assert changed or float(metrics["train/frac_zero_std_groups"]) == 1.0  # no signal, no update
+
+
+def test_sequence_level_ratios_reach_the_loss(mcqa_root: Path) -> None:
+    # GSPO: the module's loss is policy_loss at importance_sampling_level="sequence", and it differs from
+    # the token level once the ratios differ from 1 (old log-probs shifted per token).
+    with pytest.raises(ValueError, match="importance_sampling_level"):
+        GRPOSettings(importance_sampling_level="sentence")
+    module = make_module(importance_sampling_level="sequence", num_iterations=2)
+    data = make_data(mcqa_root, module)
+    data.setup("fit")
+    rollout = module.rollout(data.collator.train([data.datasets["train"][i] for i in range(2)]))
+    rollout.advantages = torch.linspace(-1.0, 1.0, rollout.advantages.shape[0])
+    shift = 0.3 * torch.randn(rollout.completion_ids.shape, generator=torch.Generator().manual_seed(0))
+    rollout.old_logps = module.sequence_logps(rollout).detach() + shift
+    loss, _ = module._policy_loss(rollout)
+    logps = module.sequence_logps(rollout)
+    kwargs = dict(loss_type="grpo", beta=0.04, max_completion_length=12, context=module.step_context())
+    args = (logps, rollout.old_logps, rollout.ref_logps, rollout.advantages, rollout.completion_mask)
+    sequence, _ = policy_loss(*args, importance_sampling_level="sequence", **kwargs)
+    token, _ = policy_loss(*args, importance_sampling_level="token", **kwargs)
+    assert loss.item() == pytest.approx(sequence.item(), abs=1e-6)
+    assert abs(sequence.item() - token.item()) > 1e-4

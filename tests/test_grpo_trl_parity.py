@@ -266,14 +266,21 @@ def test_completion_mask_and_token_count_match_trl(mask_truncated: bool) -> None
 # ---------------------------------------------------------------- loss
 
 
-def loss_inputs(seed: int = 0, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    """Log-probs whose ratios cross both clip bounds, advantages of both signs, ragged masks."""
+# Spread of log(pi / pi_old) per token: a sequence's mean log ratio varies less than one token's, so the
+# sequence level needs a wider spread for its ratios to cross the clip bounds too.
+RATIO_SPREAD = {"token": 0.4, "sequence": 1.0}
+
+
+def loss_inputs(
+    seed: int = 0, dtype: torch.dtype = torch.float32, level: str = "token"
+) -> dict[str, torch.Tensor]:
+    """Log-probs whose ratios cross both clip bounds, advantages of both signs, ragged masks (row 4 empty)."""
     generator = torch.Generator().manual_seed(seed)
     c = 5
     logps = -torch.rand(N, c, generator=generator, dtype=dtype) * 3
     return {
         "logps": logps,
-        "old": logps + 0.4 * torch.randn(N, c, generator=generator, dtype=dtype),
+        "old": logps + RATIO_SPREAD[level] * torch.randn(N, c, generator=generator, dtype=dtype),
         "ref": logps + 0.3 * torch.randn(N, c, generator=generator, dtype=dtype),
         "advantages": torch.tensor([1.2, -0.7, 0.0, -1.5, 0.9, 0.4], dtype=dtype),
         "mask": torch.tensor(
@@ -334,26 +341,32 @@ def assert_stats_match(stats: Any, metrics: dict[str, list[float]], beta: float)
         assert ours.item() == pytest.approx(metrics[name][-1], abs=1e-6), name
 
 
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+LEVELS = ("token", "sequence")
 LOSS_CASES = [
-    (loss_type, beta, epsilon_high)
-    for loss_type in ("grpo", "bnpo", "dr_grpo", "dapo")
+    (loss_type, beta, epsilon_high, level)
+    for loss_type in LOSS_TYPES
     for beta in (0.0, 0.04)
     for epsilon_high in (0.2, 0.28)
+    for level in LEVELS
 ]
 
 
-@pytest.mark.parametrize(("loss_type", "beta", "epsilon_high"), LOSS_CASES)
-def test_policy_loss_matches_trl_in_training(loss_type: str, beta: float, epsilon_high: float) -> None:
+@pytest.mark.parametrize(("loss_type", "beta", "epsilon_high", "level"), LOSS_CASES)
+def test_policy_loss_matches_trl_in_training(
+    loss_type: str, beta: float, epsilon_high: float, level: str
+) -> None:
     # Two processes, two accumulation steps, a generation batch spanning four micro-batches (S != GA,
     # so dapo's rescaling of num_items_in_batch is exercised). TRL's loss is already divided by the
     # accumulation steps; ours is not (Lightning divides it), hence the factor.
     accumulation, steps_per_generation, processes, generation_tokens = 2, 4, 2, 40
-    data = loss_inputs()
+    data = loss_inputs(level=level)
     trl_loss, trl_grad, metrics = run_trl_loss(
         data,
         num_items=generation_tokens,
         loss_type=loss_type,
         beta=beta,
+        importance_sampling_level=level,
         epsilon_low=0.2,
         epsilon_high=epsilon_high,
         current_gradient_accumulation_steps=accumulation,
@@ -368,43 +381,60 @@ def test_policy_loss_matches_trl_in_training(loss_type: str, beta: float, epsilo
         epsilon_low=0.2,
         epsilon_high=epsilon_high,
         max_completion_length=8,
+        importance_sampling_level=level,
         # Tokens of one optimizer step: the generation batch's tokens scaled to GA of its S micro-batches.
         context=StepContext(processes, accumulation, generation_tokens * accumulation / steps_per_generation),
     )
     assert loss.item() == pytest.approx(trl_loss.item() * accumulation, abs=1e-6)
     assert torch.allclose(grad, trl_grad * accumulation, atol=1e-6, rtol=0)
     assert_stats_match(stats, metrics, beta)
+    assert stats.clip_ratio_low > 0 and stats.clip_ratio_high > 0  # both bounds crossed at either level
 
 
-@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
-def test_policy_loss_matches_trl_in_evaluation(loss_type: str) -> None:
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_policy_loss_matches_trl_in_evaluation(loss_type: str, level: str) -> None:
     # Evaluation: no accumulation scaling, dapo divides by the batch tokens per process.
-    data = loss_inputs(seed=1, dtype=torch.float64)
+    data = loss_inputs(seed=1, dtype=torch.float64, level=level)
     trl_loss, trl_grad, metrics = run_trl_loss(
-        data, training=False, num_items=14, loss_type=loss_type, beta=0.04, max_completion_length=5
+        data,
+        training=False,
+        num_items=14,
+        loss_type=loss_type,
+        beta=0.04,
+        max_completion_length=5,
+        importance_sampling_level=level,
     )
     loss, grad, stats = run_our_loss(
-        data, loss_type=loss_type, beta=0.04, context=StepContext(num_items_in_batch=14)
+        data,
+        loss_type=loss_type,
+        beta=0.04,
+        context=StepContext(num_items_in_batch=14),
+        importance_sampling_level=level,
     )
     assert loss.item() == pytest.approx(trl_loss.item(), abs=1e-6)
     assert torch.allclose(grad, trl_grad, atol=1e-6, rtol=0)
     assert_stats_match(stats, metrics, 0.04)
 
 
-def test_two_sided_clipping_matches_trl() -> None:
-    data = loss_inputs(seed=2)
-    trl_loss, trl_grad, metrics = run_trl_loss(data, training=False, beta=0.04, args={"delta": 1.1})
-    loss, grad, stats = run_our_loss(data, beta=0.04, delta=1.1)
+@pytest.mark.parametrize("level", LEVELS)
+def test_two_sided_clipping_matches_trl(level: str) -> None:
+    data = loss_inputs(seed=2, level=level)
+    trl_loss, trl_grad, metrics = run_trl_loss(
+        data, training=False, beta=0.04, args={"delta": 1.1}, importance_sampling_level=level
+    )
+    loss, grad, stats = run_our_loss(data, beta=0.04, delta=1.1, importance_sampling_level=level)
     assert loss.item() == pytest.approx(trl_loss.item(), abs=1e-6)
     assert torch.allclose(grad, trl_grad, atol=1e-6, rtol=0)
     assert_stats_match(stats, metrics, 0.04)
 
 
-def test_no_stored_old_logps_matches_trl() -> None:
+@pytest.mark.parametrize("level", LEVELS)
+def test_no_stored_old_logps_matches_trl(level: str) -> None:
     # num_iterations == 1: TRL stores no old log-probs and uses the detached current ones.
     data = loss_inputs(seed=3)
     logps = data["logps"].clone().requires_grad_(True)
-    trainer = trl_trainer(model=SimpleNamespace(training=False), beta=0.04)
+    trainer = trl_trainer(model=SimpleNamespace(training=False), beta=0.04, importance_sampling_level=level)
     prompt = torch.ones(N, 2, dtype=torch.long)
     inputs = {
         "prompt_ids": prompt,
@@ -418,7 +448,15 @@ def test_no_stored_old_logps_matches_trl() -> None:
     trl_loss = trainer._compute_loss(FixedLogProbs(logps), inputs)
     trl_loss.backward()
     ours_logps = data["logps"].clone().requires_grad_(True)
-    loss, _ = policy_loss(ours_logps, None, data["ref"], data["advantages"], data["mask"], beta=0.04)
+    loss, _ = policy_loss(
+        ours_logps,
+        None,
+        data["ref"],
+        data["advantages"],
+        data["mask"],
+        beta=0.04,
+        importance_sampling_level=level,  # type: ignore[arg-type]
+    )
     loss.backward()
     assert loss.item() == pytest.approx(trl_loss.item(), abs=1e-6)
     assert torch.allclose(ours_logps.grad, logps.grad, atol=1e-6, rtol=0)

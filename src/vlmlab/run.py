@@ -95,6 +95,10 @@ def train(cfg: DictConfig) -> float | None:
             cfg.paths.output_dir,
         )
     if cfg.get("train", True):
+        if cfg.get("validate_before_training", False) and cfg.get("ckpt_path") is None:
+            # Logged at step 0: the start the metrics of the run are compared with (a resumed run has
+            # its own step 0 already).
+            run.trainer.validate(run.module, datamodule=run.datamodule)
         run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in run.trainer.callback_metrics.items()}
     if cfg.get("test", False):

@@ -1,1 +1,2 @@
-"""Lightning callbacks: Hugging Face export, TensorBoard completions and images, batch statistics."""
+"""Lightning callbacks: Hugging Face export, TensorBoard completions and images, batch statistics, the
+constant-answer baseline of the validation metrics."""

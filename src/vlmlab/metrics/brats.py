@@ -30,7 +30,13 @@ from typing import Any
 import torch
 
 from vlmlab.metrics.iou import TOLERANCE, IoUHitMetric
-from vlmlab.tasks.brats_detection import BratsTarget, box_iou_3d, parse_answer, valid_answer
+from vlmlab.tasks.brats_detection import (
+    BratsTarget,
+    box_iou_3d,
+    constant_answer,
+    parse_answer,
+    valid_answer,
+)
 
 __all__ = ["TOLERANCE", "AnswerScore", "BratsDetectionMetrics", "score_answer"]
 
@@ -93,3 +99,12 @@ class BratsDetectionMetrics(IoUHitMetric):
         out["tumor_ratio_rel_error"] = float(self.ratio_error_sum) / valid if valid else math.nan
         out["format_valid"] = valid / total if total else math.nan
         return out
+
+    def constant_answer(self, targets: Sequence[Mapping[str, Any]]) -> str:
+        """The best input-independent answer for ``targets``: their mean box, median peak slice and mean
+        ratio (:func:`vlmlab.tasks.brats_detection.constant_answer`)."""
+        return constant_answer(targets)
+
+    def update_constant(self, answer: str, targets: list[dict[str, Any]]) -> None:
+        """Count ``answer`` as the prediction for every one of ``targets`` (the constant baseline)."""
+        self.update([answer] * len(targets), list(targets))

@@ -3,13 +3,16 @@ and a matplotlib figure of the confusion matrix for TensorBoard."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib.figure
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+
+from vlmlab.tasks.robot_reward import constant_label
 
 
 class ClassificationMetrics(torch.nn.Module):
@@ -56,6 +59,17 @@ class ClassificationMetrics(torch.nn.Module):
     def reset(self) -> None:
         self.metrics.reset()
         self.matrix.reset()
+
+    def constant_answer(self, targets: Sequence[Mapping[str, Any]]) -> int:
+        """The best input-independent class for ``targets`` (``{"label": c}`` each): the majority class
+        (:func:`vlmlab.tasks.robot_reward.constant_label`)."""
+        return constant_label(targets)
+
+    def update_constant(self, answer: int, targets: Sequence[Mapping[str, Any]]) -> None:
+        """Count class ``answer`` as the prediction for every one of ``targets`` (the constant baseline)."""
+        classes = [int(t["label"]) for t in targets]
+        labels = torch.tensor(classes, dtype=torch.long, device=self.matrix.device)  # [N]
+        self.update(torch.full_like(labels, int(answer)), labels)
 
 
 def confusion_matrix_figure(

@@ -17,13 +17,13 @@ Conventions:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
 from vlmlab.metrics.iou import TOLERANCE, IoUHitMetric
-from vlmlab.tasks.grounding import GroundingTarget, answer_iou
+from vlmlab.tasks.grounding import GroundingTarget, answer_iou, constant_answer
 
 __all__ = ["TOLERANCE", "TemporalGroundingMetrics"]
 
@@ -59,3 +59,12 @@ class TemporalGroundingMetrics(IoUHitMetric):
         out["miou"] = self.mean_iou()
         out["unparsable"] = int(self.unparsed) / total if total else math.nan
         return out
+
+    def constant_answer(self, targets: Sequence[Mapping[str, Any]]) -> str:
+        """The best input-independent answer for ``targets``: their mean span
+        (:func:`vlmlab.tasks.grounding.constant_answer`)."""
+        return constant_answer(targets)
+
+    def update_constant(self, answer: str, targets: list[dict[str, Any]]) -> None:
+        """Count ``answer`` as the prediction for every one of ``targets`` (the constant baseline)."""
+        self.update([answer] * len(targets), list(targets))

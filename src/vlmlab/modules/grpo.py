@@ -56,7 +56,14 @@ from vlmlab.modules.common import (
 from vlmlab.modules.generation import GenerationSettings, Generator
 from vlmlab.modules.optim import OptimSettings, configure_adamw
 from vlmlab.rl.dynamic_sampling import informative_groups, part_weights
-from vlmlab.rl.grpo import StepContext, dapo_gradient_scale, group_advantages, policy_loss, zero_std_fraction
+from vlmlab.rl.grpo import (
+    IMPORTANCE_SAMPLING_LEVELS,
+    StepContext,
+    dapo_gradient_scale,
+    group_advantages,
+    policy_loss,
+    zero_std_fraction,
+)
 from vlmlab.rl.rollout import Rollout
 
 log = logging.getLogger(__name__)
@@ -77,6 +84,8 @@ class GRPOSettings:
         informative groups as a batch has prompts; a step spent drawing updates nothing (Lightning
         still counts it in ``max_steps``). max_prompt_draws: loader batches one update may draw; it
         then trains on the informative groups it has (none: no update).
+    importance_sampling_level: "token" (GRPO) or "sequence" (GSPO: one clipped ratio per completion,
+        the geometric mean of its token ratios; see :func:`vlmlab.rl.grpo.log_importance_weights`).
     """
 
     num_generations: int = 8
@@ -91,8 +100,14 @@ class GRPOSettings:
     log_completions_every_n_steps: int = 10
     dynamic_sampling: bool = False
     max_prompt_draws: int = 4
+    importance_sampling_level: Literal["token", "sequence"] = "token"
 
     def __post_init__(self) -> None:
+        if self.importance_sampling_level not in IMPORTANCE_SAMPLING_LEVELS:
+            raise ValueError(
+                f"grpo.importance_sampling_level={self.importance_sampling_level!r}; expected one of "
+                f"{IMPORTANCE_SAMPLING_LEVELS}"
+            )
         if self.dynamic_sampling and self.num_iterations != 1:
             raise ValueError(
                 "grpo.dynamic_sampling needs grpo.num_iterations=1 (a rollout is trained on once)"
@@ -337,6 +352,7 @@ class GRPOModule(TrainableWeightsCheckpoint):
             beta=self.grpo.beta,
             max_completion_length=self.generation.max_new_tokens,
             context=self.step_context(),
+            importance_sampling_level=self.grpo.importance_sampling_level,
         )
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

@@ -21,6 +21,8 @@ from torch import Tensor
 AdvantageScale = Literal["group", "batch", "none"]
 LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
 LOSS_TYPES: tuple[str, ...] = ("grpo", "bnpo", "dr_grpo", "dapo")
+ImportanceSamplingLevel = Literal["token", "sequence"]
+IMPORTANCE_SAMPLING_LEVELS: tuple[str, ...] = ("token", "sequence")
 # Added to the reward std before dividing, as TRL does, so a group of equal rewards gives 0, not NaN.
 STD_EPSILON = 1e-4
 
@@ -193,6 +195,9 @@ class PolicyLossStats:
     clip_ratio_region: either of the two (the tokens the clip made gradient-free).
     clip_ratio_low_min / clip_ratio_high_max: min / max over sequences of the per-sequence fractions
         (sequences with no loss token are left out; NaN if none has one).
+    At ``importance_sampling_level="sequence"`` with per-sequence advantages the clip is one decision per
+    sequence, so the three fractions are over the N sequences, empty ones included (their ratio is 1,
+    never clipped), and the per-sequence "fractions" are 0 or 1, as TRL logs them.
     num_tokens: loss tokens in this batch; weight the means by it to combine ranks or micro-batches.
     """
 
@@ -216,6 +221,26 @@ def _nan_extreme(per_sequence: Tensor, largest: bool) -> Tensor:
     return (kept.max() if largest else kept.min()).detach()
 
 
+def log_importance_weights(
+    logps: Tensor, old_logps: Tensor, mask: Tensor, level: ImportanceSamplingLevel = "token"
+) -> Tensor:
+    """log(pi / pi_old), the log of the ratio the policy loss clips, as TRL 1.16 computes it.
+
+    logps, old_logps: [N, C]; mask: [N, C] 1 for loss tokens (see :func:`completion_mask`).
+    level: "token": one ratio per token, returns [N, C];
+        "sequence" (GSPO): one ratio per sequence, the mean of its loss tokens' log ratios (the geometric
+        mean of its token ratios: a sequence-level reward gets a sequence-level correction), returns
+        [N, 1], broadcast to the sequence's tokens; 0 (ratio 1) for a sequence with no loss token.
+    """
+    log_ratio = logps - old_logps  # [N, C]
+    if level == "token":
+        return log_ratio
+    if level == "sequence":
+        weights = mask.to(log_ratio.dtype)  # [N, C]
+        return ((log_ratio * weights).sum(-1) / weights.sum(-1).clamp(min=1.0)).unsqueeze(-1)  # [N, 1]
+    raise ValueError(f"importance_sampling_level must be one of {IMPORTANCE_SAMPLING_LEVELS}, got {level!r}")
+
+
 def policy_loss(
     logps: Tensor,
     old_logps: Tensor | None,
@@ -230,6 +255,7 @@ def policy_loss(
     context: StepContext = StepContext(),  # frozen: safe as a shared default
     *,
     delta: float | None = None,
+    importance_sampling_level: ImportanceSamplingLevel = "token",
 ) -> tuple[Tensor, PolicyLossStats]:
     """Clipped GRPO objective with an optional k3 KL penalty, per TRL 1.16's ``_compute_loss``.
 
@@ -258,6 +284,11 @@ def policy_loss(
         batch, as TRL's. Without ``num_items_in_batch``: this batch's tokens times
         ``num_processes * accumulation_steps`` (every micro-batch assumed this size).
     delta: optional upper bound on the unclipped ratio (two-sided clipping, INTELLECT-2).
+    importance_sampling_level: "token" (GRPO): a ratio per token, [N, C]; "sequence" (GSPO): one ratio
+        per sequence, exp of the mean log ratio over its loss tokens, [N, 1], clipped as a whole so a
+        sequence is kept or dropped together (see :func:`log_importance_weights`). The KL term stays per
+        token. Sequence-level ratios fit ``loss_type="grpo"``; the other reductions sum tokens and so
+        weight each sequence by its length (TRL warns about this too).
 
     Returns the loss of this micro-batch before the division by the accumulation steps (TRL's returned
     loss is this divided by ``gradient_accumulation_steps`` in training) and its statistics.
@@ -275,11 +306,12 @@ def policy_loss(
     old_logps = logps.detach() if old_logps is None else old_logps
     advantages = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages  # [N, 1] or [N, C]
 
-    coef_1 = torch.exp(logps - old_logps)  # [N, C] importance ratio pi / pi_old
-    coef_2 = torch.clamp(coef_1, 1 - epsilon_low, 1 + epsilon_high)  # [N, C]
+    log_weights = log_importance_weights(logps, old_logps, mask, importance_sampling_level)
+    coef_1 = torch.exp(log_weights)  # [N, C] or [N, 1] importance ratio pi / pi_old
+    coef_2 = torch.clamp(coef_1, 1 - epsilon_low, 1 + epsilon_high)  # [N, C] or [N, 1]
     if delta is not None:
         coef_1 = torch.clamp(coef_1, max=delta)
-    per_token_loss = -torch.min(coef_1 * advantages, coef_2 * advantages)  # [N, C]
+    per_token_loss = -torch.min(coef_1 * advantages, coef_2 * advantages)  # [N, C] or [N, 1]
 
     per_token_kl = None
     if ref_logps is not None:
@@ -289,7 +321,7 @@ def policy_loss(
     if beta != 0.0:
         per_token_loss = per_token_loss + beta * per_token_kl
 
-    masked_loss = per_token_loss * mask  # [N, C]
+    masked_loss = per_token_loss * mask  # [N, C]: a sequence's loss broadcast to each of its tokens
     if loss_type == "grpo":
         loss = (masked_loss.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
     elif loss_type == "bnpo":
@@ -303,16 +335,19 @@ def policy_loss(
         total = torch.as_tensor(total, dtype=logps.dtype, device=logps.device)
         loss = masked_loss.sum() / (total.clamp(min=1.0) / shards)
 
-    is_low = (coef_1 < 1 - epsilon_low) & (advantages < 0)  # [N, C]
-    is_high = (coef_1 > 1 + epsilon_high) & (advantages > 0)  # [N, C]
+    is_low = (coef_1 < 1 - epsilon_low) & (advantages < 0)  # [N, C] or [N, 1]
+    is_high = (coef_1 > 1 + epsilon_high) & (advantages > 0)  # [N, C] or [N, 1]
+    # One clip decision per sequence counts once per sequence, empty ones too (as TRL's metrics).
+    per_sequence = importance_sampling_level == "sequence" and is_low.shape[1] == 1
+    clip_mask = torch.ones_like(is_low, dtype=mask.dtype) if per_sequence else mask  # [N, 1] or [N, C]
     # Per-sequence fractions divide by the raw count (NaN for an empty row), which the min/max skip.
-    low_per_sequence = (is_low.float() * mask).sum(-1) / mask.sum(-1)  # [N]
-    high_per_sequence = (is_high.float() * mask).sum(-1) / mask.sum(-1)  # [N]
+    low_per_sequence = (is_low.float() * clip_mask).sum(-1) / clip_mask.sum(-1)  # [N]
+    high_per_sequence = (is_high.float() * clip_mask).sum(-1) / clip_mask.sum(-1)  # [N]
     stats = PolicyLossStats(
         kl=None if per_token_kl is None else _masked_mean(per_token_kl, mask),
-        clip_ratio_low=_masked_mean(is_low.float(), mask),
-        clip_ratio_high=_masked_mean(is_high.float(), mask),
-        clip_ratio_region=_masked_mean((is_low | is_high).float(), mask),
+        clip_ratio_low=_masked_mean(is_low.float(), clip_mask),
+        clip_ratio_high=_masked_mean(is_high.float(), clip_mask),
+        clip_ratio_region=_masked_mean((is_low | is_high).float(), clip_mask),
         clip_ratio_low_min=_nan_extreme(low_per_sequence, largest=False),
         clip_ratio_high_max=_nan_extreme(high_per_sequence, largest=True),
         num_tokens=mask.sum().detach(),

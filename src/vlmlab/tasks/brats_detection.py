@@ -17,12 +17,16 @@ Reading an answer (shared by the reward, the metrics and the pictures, all in li
   ``peak_slice`` and ``tumor_ratio`` are finite numbers (:func:`valid_answer`);
 * the *thinking format* is the whole text being ``<think>...</think>`` then ``<answer>...</answer>``
   (:func:`has_think_format`), and the thinking should start with :data:`VIDEO_KEYWORD`.
+
+The baseline a model must beat is :func:`constant_answer`: the mean box, the median peak slice and the
+mean ratio of the targets, one answer for every case.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -37,6 +41,7 @@ __all__ = [
     "BratsTarget",
     "answer_box",
     "box_iou_3d",
+    "constant_answer",
     "first_thinking",
     "format_answer",
     "format_prompt",
@@ -137,6 +142,26 @@ def format_answer(box: Sequence[int], peak: int, ratio: float) -> str:
         {"bbox_3d": [x1, y1, z1, x2, y2, z2], "peak_slice": int(peak), "tumor_ratio": round(ratio, 4)}
     )
     return f"<think>{think}</think><answer>{answer}</answer>"
+
+
+def constant_answer(targets: Sequence[Mapping[str, Any]]) -> str:
+    """The answer to give for every case: the targets' mean ``bbox_3d`` (frame coordinates, each edge
+    rounded to the nearest pixel or frame, at least one wide), their median ``peak_slice`` (the lower
+    middle one of an even count) and their mean ``tumor_ratio``, written by :func:`format_answer`.
+
+    Every target must pass :meth:`BratsTarget.check`; raises ValueError without targets.
+    """
+    if not targets:
+        raise ValueError("a constant BraTS answer needs at least one target")
+    for target in targets:
+        BratsTarget.check(target)
+    boxes = [[float(v) for v in t["bbox_3d"]] for t in targets]  # [N, 6]
+    mean = [sum(column) / len(boxes) for column in zip(*boxes, strict=True)]
+    lower = [math.floor(v + 0.5) for v in mean[:3]]
+    upper = [max(math.floor(v + 0.5), low + 1) for v, low in zip(mean[3:], lower, strict=True)]
+    peak = statistics.median_low(float(t["peak_slice"]) for t in targets)
+    ratio = sum(float(t["tumor_ratio"]) for t in targets) / len(targets)
+    return format_answer([*lower, *upper], int(peak), ratio)
 
 
 def _tagged(text: str, open_tag: str, close_tag: str) -> str | None:

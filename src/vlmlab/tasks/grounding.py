@@ -11,6 +11,9 @@ of three formats (:class:`TemporalFormat`, written by :func:`format_span`):
 
 The target (:class:`GroundingTarget`) is in seconds of the trimmed clip and says how its answer is
 written, so a reward or a metric can read an answer without the data's configuration.
+
+The baseline a model must beat is :func:`constant_answer`: the targets' mean span, in the unit the
+answer speaks (fractions of the clip when relative, seconds otherwise), one answer for every clip.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ __all__ = [
     "answer_iou",
     "as_span",
     "clip_span",
+    "constant_answer",
     "format_span",
     "grounding_prompt",
     "last_answer",
@@ -177,6 +181,30 @@ def format_span(start: float, end: float, duration: float, temporal: TemporalFor
         return f"<answer><{b_start}> to <{b_end}></answer>"
     d = relative_decimals(temporal.num_bins)
     return f"<answer>{b_start / temporal.num_bins:.{d}f} to {b_end / temporal.num_bins:.{d}f}</answer>"
+
+
+def constant_answer(targets: Sequence[Mapping[str, Any]]) -> str:
+    """The answer to give for every clip: the mean of the targets' spans, written by :func:`format_span`.
+
+    Relative formats average the spans as fractions of each clip (``s / duration``), since that is what
+    one answer means in every clip; absolute seconds average the seconds. Every target must pass
+    :meth:`GroundingTarget.check` and all must share one format; raises ValueError otherwise or
+    without targets.
+    """
+    if not targets:
+        raise ValueError("a constant grounding answer needs at least one target")
+    for target in targets:
+        GroundingTarget.check(target)
+    formats = {temporal_format(t) for t in targets}
+    if len(formats) != 1:
+        raise ValueError(f"targets mix answer formats: {sorted(map(repr, formats))}")
+    temporal = formats.pop()
+    assert temporal is not None  # checked above
+    units = [float(t["duration"]) if temporal.use_relative_timestamps else 1.0 for t in targets]
+    starts = [float(t["timestamp"][0]) / unit for t, unit in zip(targets, units, strict=True)]
+    ends = [float(t["timestamp"][1]) / unit for t, unit in zip(targets, units, strict=True)]
+    # A relative span is written for a clip of length 1; format_span ignores the length for seconds.
+    return format_span(sum(starts) / len(starts), sum(ends) / len(ends), 1.0, temporal)
 
 
 def grounding_prompt(sentence: str, duration: float, temporal: TemporalFormat) -> str:

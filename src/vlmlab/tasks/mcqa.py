@@ -15,13 +15,16 @@ Reading an answer (reward and metrics alike, linear time):
 * the format (:func:`has_answer_format`): the whole completion (stripped) is
   ``<think>T</think><answer>X</answer>`` or ``<answer>X</answer>``, whitespace between the parts
   allowed, ``T`` without think/answer tags, ``X`` a letter as above.
+
+The baseline a model must beat is :func:`constant_answer`: the targets' most frequent letter.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -30,6 +33,7 @@ __all__ = [
     "OPTION_LETTERS",
     "MCQATarget",
     "answer_letter",
+    "constant_answer",
     "format_answer",
     "format_prompt",
     "has_answer_format",
@@ -105,6 +109,19 @@ def format_answer(answer_label: str, reasoning: str | None = None) -> str:
     if reasoning is not None and reasoning.strip():
         return f"<think>{reasoning.strip()}</think>{answer}"
     return answer
+
+
+def constant_answer(targets: Sequence[Mapping[str, Any]]) -> str:
+    """The answer to give for every question: the most frequent ``answer_label`` of the targets (the
+    earliest letter among equally frequent ones), written by :func:`format_answer` without reasoning.
+
+    Raises ValueError without targets or for a target whose label is not one letter.
+    """
+    labels = [target_label(t) for t in targets]
+    if not labels or None in labels:
+        raise ValueError(f"a constant MCQA answer needs targets with one-letter labels, got {labels!r}")
+    counts = Counter(labels)
+    return format_answer(min(counts, key=lambda letter: (-counts[letter], letter)))
 
 
 def _letter(inner: str) -> str | None:

@@ -3,10 +3,14 @@
 The prompt is the configured cameras' images followed by :data:`TASK_PROMPT`; the class of a frame is
 the argmax of its ``reward_bins`` vector (:func:`label_from_reward_bins`), classes being ordered
 reward bins, so a distribution over them has an :func:`expected_reward` in [0, 1].
+
+The baseline a classifier must beat is :func:`constant_label`: the targets' most frequent class.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -16,6 +20,7 @@ import torch
 __all__ = [
     "TASK_PROMPT",
     "RobotRewardTarget",
+    "constant_label",
     "expected_reward",
     "label_from_reward_bins",
     "labels_from_reward_bins",
@@ -63,6 +68,16 @@ def label_from_reward_bins(reward_bins: Any) -> int:
     if label < 0:
         raise ValueError(f"reward_bins holds a NaN or an infinity: {bins.tolist()}")
     return label
+
+
+def constant_label(targets: Sequence[Mapping[str, Any]]) -> int:
+    """The class to predict for every frame: the most frequent ``label`` of the targets (the lowest
+    among equally frequent ones). Raises ValueError without targets or for a label that is not an int."""
+    labels = [t.get("label") if isinstance(t, Mapping) else None for t in targets]
+    if not labels or any(isinstance(v, bool) or not isinstance(v, int) for v in labels):
+        raise ValueError(f"a constant class needs targets with integer labels, got {labels[:8]!r}")
+    counts = Counter(labels)
+    return min(counts, key=lambda label: (-counts[label], label))
 
 
 def expected_reward(probabilities: torch.Tensor) -> torch.Tensor:
