@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vlmlab.rewards.brats_3d import DEFAULT_WEIGHTS, MAX_TOTAL, has_repetition, score
+from vlmlab.rewards.brats_3d import DEFAULT_WEIGHTS, MAX_TOTAL, score
+from vlmlab.rewards.repetition import has_repetition
 from vlmlab.tasks.brats_detection import box_iou_3d, format_answer, parse_answer
 
 TARGET = {"bbox_3d": [0, 0, 0, 10, 1, 1], "peak_slice": 20, "tumor_ratio": 0.5}

@@ -18,7 +18,8 @@ component          weight  rule (points with the default weights)
 ``peak_slice``     1.5     abs error <= 3: 1.5; <= 5: 1.05; <= 10: 0.45; else 0 (inclusive)
 ``tumor_ratio``    1.5     relative error ``|pred - true| / true`` <= 10%: 1.5; <= 20%: 1.05;
                            <= 30%: 0.45; else 0 (inclusive)
-``non_repetition`` 0.5     no sentence of the completion repeats (see :func:`has_repetition`)
+``non_repetition`` 0.5     no repeated sentence or looping word n-gram
+                           (:func:`vlmlab.rewards.repetition.has_repetition`)
 =================  ======  ====================================================================
 
 Definitions (choices the recipe left open):
@@ -49,11 +50,11 @@ by ``weight / default weight``, so the tiers keep their ratios (``iou_3d: 6.0`` 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vlmlab.rewards.compose import merge_weights
+from vlmlab.rewards.repetition import has_repetition
 from vlmlab.tasks.brats_detection import (
     VIDEO_KEYWORD,
     box_iou_3d,
@@ -71,7 +72,6 @@ __all__ = [
     "PEAK_SLICE_TIERS",
     "TOLERANCE",
     "TUMOR_RATIO_TIERS",
-    "has_repetition",
     "score",
 ]
 
@@ -91,29 +91,6 @@ IOU_TIERS: tuple[tuple[float, float], ...] = ((0.7, 3.0), (0.5, 2.0), (0.3, 1.0)
 PEAK_SLICE_TIERS: tuple[tuple[float, float], ...] = ((3.0, 1.5), (5.0, 1.05), (10.0, 0.45))  # error <=
 TUMOR_RATIO_TIERS: tuple[tuple[float, float], ...] = ((0.1, 1.5), (0.2, 1.05), (0.3, 0.45))  # rel. error <=
 TOLERANCE = 1e-9
-# Sentence boundaries: . ! ? followed by whitespace (so "1.5" stays whole), line breaks, and the tags.
-_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+|</?(?:think|answer)>")
-_WORD = re.compile(r"\w")
-
-
-def has_repetition(text: str) -> bool:
-    """Whether any sentence of ``text`` occurs twice (Seg-Zero's non-repetition check, stricter).
-
-    Sentences end at ``.``/``!``/``?`` followed by whitespace, at line breaks and at the
-    ``<think>``/``<answer>`` tags; they are compared lower-cased, with whitespace collapsed and
-    final ``.!?`` removed; pieces without a letter or digit (``"-"``, ``"{"``) are ignored.
-    Seg-Zero splits on every ``.`` (so ``1.5`` splits) and tolerates one repeat; here any repeat
-    counts, as degenerate loops repeat a sentence many times while a good answer never does.
-    """
-    seen: set[str] = set()
-    for piece in _SENTENCE_BREAK.split(text):
-        sentence = " ".join(piece.split()).lower().rstrip(".!?").strip()
-        if not _WORD.search(sentence):
-            continue
-        if sentence in seen:
-            return True
-        seen.add(sentence)
-    return False
 
 
 def _tier(value: float, tiers: Sequence[tuple[float, float]], strict_above: bool) -> float:
