@@ -49,6 +49,10 @@ def test_demo_halves_the_loss_and_logs_validation_metrics(demo_run: tuple[Path, 
     tags = set(events.Tags()["scalars"])
     assert {"val/loss", "val/report/rouge_l", "val/report/bleu_1", "val/report/bleu_4"} <= tags
     assert any(tag.startswith("lr-AdamW") for tag in tags)
+    # validate_before_training: a validation pass at step 0, then the fit's own; the constant baseline once.
+    rouge = events.Scalars("val/report/rouge_l")
+    assert rouge[0].step == 0 and len(rouge) >= 2 and rouge[-1].step > 0
+    assert len(events.Scalars("val/report/rouge_l_constant")) == 1
     assert "val/completions" in {t.rsplit("/text_summary", 1)[0] for t in events.Tags()["tensors"]}
     checkpoints = run_dir / "checkpoints"
     assert (checkpoints / "last.ckpt").exists()

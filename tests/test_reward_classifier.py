@@ -170,21 +170,10 @@ def test_head_size_comes_from_the_backbone_config(tiny_processors: dict) -> None
     assert module.head.in_features == tiny_config("qwen3_vl").text_config.hidden_size == 64
     assert module.head.out_features == 5 and module.class_names == list("abcde")
     assert not module.model.lm_head.weight.requires_grad  # untied and never run: kept out of the optimizer
-    lazy = make_module(tiny_processors["qwen3_vl"])
-    assert lazy.head is None and lazy.num_classes is None
-    lazy._trainer = SimpleNamespace(datamodule=SimpleNamespace(num_classes=None))
-    with pytest.raises(ValueError, match=r"task\.module\.num_classes is null"):
-        lazy.setup("fit")
-    lazy._trainer = SimpleNamespace(datamodule=SimpleNamespace(num_classes=3))
-    lazy.setup("fit")
-    assert (
-        lazy.head.out_features == 3
-        and lazy.hparams["num_classes"] == 3
-        and lazy.class_names == ["0", "1", "2"]
-    )
-    lazy._trainer = SimpleNamespace(datamodule=SimpleNamespace(num_classes=4))
-    with pytest.raises(ValueError, match="head has 3 classes but the data has 4"):
-        lazy.setup("fit")
+    # The head size is configuration, known when the module is built (vlmlab.run.build passes the
+    # data's when the config leaves it null): never inferred later.
+    with pytest.raises(ValueError, match=r"task\.module\.num_classes=None"):
+        make_module(tiny_processors["qwen3_vl"])
     with pytest.raises(ValueError, match="2 names for 3 classes"):
         make_module(tiny_processors["qwen3_vl"], num_classes=3, class_names=["a", "b"])
 
@@ -223,7 +212,7 @@ def test_short_fit_changes_trainable_weights_only_and_checkpoints_them(
     lerobot_root: Path, tiny_processors: dict, tmp_path: Path
 ) -> None:
     processor = tiny_processors["qwen3_vl"]
-    module = make_module(processor)  # num_classes from the datamodule
+    module = make_module(processor, num_classes=4)
     before = {n: p.detach().clone() for n, p in module.model.named_parameters()}
     logger = TensorBoardLogger(str(tmp_path), name="tb", version="")
     fit = trainer(tmp_path, logger=logger, val_check_interval=3, limit_val_batches=1)
@@ -251,7 +240,7 @@ def test_short_fit_changes_trainable_weights_only_and_checkpoints_them(
     batch = ClassificationCollator(processor).train([LeRobotRewardDataset(lerobot_root)[5]])
     with torch.no_grad():
         expected = module.eval()(batch.inputs)
-        fresh = make_module(processor)  # no head yet: the checkpoint says its size
+        fresh = make_module(processor, num_classes=4)
         fresh.on_load_checkpoint(checkpoint)
         fresh.load_state_dict(checkpoint["state_dict"], strict=False)
         assert torch.equal(fresh.eval()(batch.inputs), expected)
@@ -262,7 +251,7 @@ def test_short_fit_changes_trainable_weights_only_and_checkpoints_them(
     with pytest.raises(ValueError, match="checkpoint head has 4 classes, this module 3"):
         make_module(processor, num_classes=3).on_load_checkpoint(checkpoint)
     with pytest.raises(KeyError, match="lacks"):
-        make_module(processor, lora=False).on_load_checkpoint(checkpoint)
+        make_module(processor, lora=False, num_classes=4).on_load_checkpoint(checkpoint)
 
 
 @pytest.mark.slow
@@ -271,7 +260,7 @@ def test_export_reloads_with_transformers_peft_and_torch_alone(
     lora: bool, lerobot_root: Path, tiny_processors: dict, tmp_path: Path
 ) -> None:
     processor = tiny_processors["qwen3_vl"]
-    module = make_module(processor, lora=lora, class_names=["none", "low", "high", "done"])
+    module = make_module(processor, lora=lora, num_classes=4, class_names=["none", "low", "high", "done"])
     data = make_data(lerobot_root, processor)
     trainer(tmp_path, max_steps=2, limit_val_batches=0).fit(module, datamodule=data)
     out = module.export_hf(tmp_path / "hf")

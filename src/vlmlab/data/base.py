@@ -68,14 +68,16 @@ class SampleDataset(Dataset, Generic[Item]):
 
 
 def dataset_costs(dataset: Dataset) -> list[float]:
-    """Per-sample batching costs of a dataset (a :class:`SampleDataset` or a concatenation of them)."""
+    """Per-sample batching costs of a dataset: its ``sample_costs()`` (a :class:`SampleDataset`, or any
+    dataset that has one), or those of the parts of a concatenation."""
     if isinstance(dataset, ConcatDataset):
         return [c for part in dataset.datasets for c in dataset_costs(part)]
-    if not isinstance(dataset, SampleDataset):
+    sample_costs = getattr(dataset, "sample_costs", None)
+    if sample_costs is None:
         raise NotImplementedError(
             f"{type(dataset).__name__} has no sample_costs(): duration batching needs one"
         )
-    return dataset.sample_costs()
+    return [float(c) for c in sample_costs()]
 
 
 class VisionLanguageDataModule(pl.LightningDataModule):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,9 @@ class MCQADataModule(SplitFilesDataModule):
     """Multiple-choice VQA; each split is read from every source its file spec names.
 
     max_images: keep the first K images of each row (None: all).
-    synth_rows: training rows of the synthetic set written for ``preset=tiny``.
+    synth_rows: training rows of the synthetic set written for ``preset=tiny``; synth_options: the
+        writer's other arguments (:func:`vlmlab.data.synthetic.mcqa.write`: ``num_val``,
+        ``shuffle_options``, ``reasoning_fraction``, ...).
     Other arguments: :class:`~vlmlab.data.base.SplitFilesDataModule` (``duration_batching``: a row
     costs the number of images it shows).
     """
@@ -27,6 +30,7 @@ class MCQADataModule(SplitFilesDataModule):
         self,
         max_images: int | None = None,
         synth_rows: int = 64,
+        synth_options: Mapping[str, Any] | None = None,
         train_file: str | None = "train.parquet",
         val_file: str | None = "val.parquet",
         test_file: str | None = "test.parquet",
@@ -37,6 +41,7 @@ class MCQADataModule(SplitFilesDataModule):
             raise ValueError(f"max_images={max_images}; expected >= 1 or None")
         self.max_images = max_images
         self.synth_rows = synth_rows
+        self.synth_options = dict(synth_options or {})
 
     def has_data(self) -> bool:
         # Split files may be globs or folders: "present" means that something matches.
@@ -57,4 +62,4 @@ class MCQADataModule(SplitFilesDataModule):
     def write_synthetic(self, root: Path) -> None:
         from vlmlab.data.synthetic.mcqa import write
 
-        write(root, num_train=self.synth_rows)
+        write(root, num_train=self.synth_rows, **self.synth_options)

@@ -1,4 +1,4 @@
-"""Synthetic seed-000 report data: CT-like volumes with bright lesions and reports that describe them.
+"""Synthetic report data: CT-like volumes with bright lesions and reports that describe them.
 
 ``python -m vlmlab.tools.synth ct_report OUT_DIR`` calls :func:`write`.
 """

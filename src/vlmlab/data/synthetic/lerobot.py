@@ -1,4 +1,4 @@
-"""Synthetic seed-002 robot reward data: a LeRobot dataset whose reward class is drawn in cam_high.
+"""Synthetic robot reward data: a LeRobot dataset whose reward class is drawn in cam_high.
 
 ``python -m vlmlab.tools.synth lerobot OUT_DIR`` calls :func:`write`.
 """

@@ -1,4 +1,4 @@
-"""Synthetic seed-004 multiple-choice VQA: coloured lesions whose colour, place or presence is the answer.
+"""Synthetic multiple-choice VQA: coloured lesions whose colour, place or presence is the answer.
 
 ``python -m vlmlab.tools.synth mcqa OUT_DIR`` calls :func:`write`.
 """
@@ -60,14 +60,15 @@ def _label(options: dict[str, str | None], answer: str) -> str:
     return next(letter for letter, text in options.items() if text == answer)
 
 
-def _colour_row(rng: np.random.Generator, size: int) -> dict[str, Any]:
-    """One image, one lesion anywhere; five colour options (A..E)."""
+def _colour_row(rng: np.random.Generator, size: int, shuffle: bool) -> dict[str, Any]:
+    """One image, one lesion anywhere; five colour options (A..E), in :data:`COLOURS` order unless
+    ``shuffle``."""
     colour = str(rng.choice(list(COLOURS)))
     r = size // 6
     y, x = (int(v) for v in rng.integers(r + 1, size - r - 1, size=2))
     pixels = _canvas(rng, size)
     _blob(pixels, y, x, r, COLOURS[colour])
-    options = _lettered(rng, list(COLOURS), shuffle=True)
+    options = _lettered(rng, list(COLOURS), shuffle=shuffle)
     return {
         "images": [pixels],
         "question": "What colour is the lesion in this image?",
@@ -77,8 +78,9 @@ def _colour_row(rng: np.random.Generator, size: int) -> dict[str, Any]:
     }
 
 
-def _quadrant_row(rng: np.random.Generator, size: int) -> dict[str, Any]:
-    """One image, one lesion inside one quadrant; four quadrant options (A..D, E absent)."""
+def _quadrant_row(rng: np.random.Generator, size: int, shuffle: bool) -> dict[str, Any]:
+    """One image, one lesion inside one quadrant; four quadrant options (A..D, E absent), in
+    :data:`QUADRANTS` order unless ``shuffle``."""
     quadrant = str(rng.choice(QUADRANTS))
     r, half = size // 8, size // 2
     # The whole disc stays inside its quadrant, one clear pixel from the midlines.
@@ -94,15 +96,15 @@ def _quadrant_row(rng: np.random.Generator, size: int) -> dict[str, Any]:
     return {
         "images": [pixels],
         "question": "In which quadrant of the image is the lesion?",
-        "options": _lettered(rng, list(QUADRANTS), shuffle=True),
+        "options": _lettered(rng, list(QUADRANTS), shuffle=shuffle),
         "answer": quadrant,
         "reasoning": f"The lesion lies in the {vertical} half and the {horizontal} half of the image, "
         f"so it is in the {quadrant} quadrant.",
     }
 
 
-def _which_image_row(rng: np.random.Generator, size: int) -> dict[str, Any]:
-    """Two images, a lesion in exactly one; fixed options A..C (D, E absent)."""
+def _which_image_row(rng: np.random.Generator, size: int, shuffle: bool) -> dict[str, Any]:
+    """Two images, a lesion in exactly one; fixed options A..C (D, E absent) whatever ``shuffle``."""
     first = bool(rng.random() < 0.5)
     colour = str(rng.choice(list(COLOURS)))
     images = [_canvas(rng, size), _canvas(rng, size)]
@@ -131,6 +133,8 @@ def write(
     num_test: int = 16,
     size: int = 64,
     seed: int = 0,
+    shuffle_options: bool = True,
+    reasoning_fraction: float = 0.5,
 ) -> dict[str, Path]:
     """Write a synthetic multiple-choice VQA set in the recipe's trainset format; return the split files.
 
@@ -139,12 +143,17 @@ def write(
     ``datasets`` feature metadata (images load as PIL). Images are ``size`` x ``size`` dark noise with
     round lesions in five saturated colours. Three dataset_names, drawn at random per row:
     ``synth_colour`` (the lesion's colour; 5 options), ``synth_quadrant`` (its quadrant; 4 options,
-    E absent) and ``synth_which_image`` (two images, which one has a lesion; 3 options). About half
-    the rows carry a reasoning that states what the pixels show; the others have none.
+    E absent) and ``synth_which_image`` (two images, which one has a lesion; 3 options, fixed order).
+    shuffle_options: shuffle the colour and quadrant options per row, so that the letter depends on the
+    option texts as well as the pixels; without it each letter is one colour or quadrant, which a
+    tiny model can learn from the pixels alone. reasoning_fraction: the chance that a row carries a
+    reasoning that states what the pixels show (the others have none).
     dataset_index counts rows per dataset_name across the splits. Deterministic for a seed.
     """
     if size < _MIN_SIZE:
         raise ValueError(f"need size >= {_MIN_SIZE}, got {size}")
+    if not 0.0 <= reasoning_fraction <= 1.0:
+        raise ValueError(f"reasoning_fraction={reasoning_fraction}; expected a number in [0, 1]")
     if min(num_train, num_val, num_test) < 0:
         raise ValueError("split sizes must be >= 0")
     out_dir = Path(out_dir)
@@ -157,8 +166,8 @@ def write(
         rows = []
         for _ in range(count):
             name = str(rng.choice(list(_KINDS)))
-            drawn = _KINDS[name](rng, size)
-            with_reasoning = bool(rng.random() < 0.5)
+            drawn = _KINDS[name](rng, size, shuffle_options)
+            with_reasoning = bool(rng.random() < reasoning_fraction)
             rows.append(
                 {
                     "images": [{"bytes": _png(pixels), "path": None} for pixels in drawn["images"]],

@@ -1,4 +1,4 @@
-"""Synthetic seed-001 temporal grounding data: short mp4 clips where a coloured square appears only
+"""Synthetic temporal grounding data: short mp4 clips where a coloured square appears only
 during a known window, and sentences that name its colour.
 
 ``python -m vlmlab.tools.synth vtg OUT_DIR`` calls :func:`write`.
