@@ -40,7 +40,13 @@ EXPECTED = {
     "mcqa_grpo": ("mcqa", MCQA),
     "aloha_reward": ("classify", ["accuracy", "f1_macro"]),
 }
-SHORT = ["task.module.generation.max_new_tokens=8", "data.batch_size=1", f"data.eval_batch_size={EVAL_BATCH}"]
+BATCHES = ["data.batch_size=1", f"data.eval_batch_size={EVAL_BATCH}"]
+
+
+def short(experiment: str) -> list[str]:
+    """Small batches, and 8 new tokens for the experiments that generate (the classifier does not)."""
+    generation = [] if experiment == "aloha_reward" else ["task.module.generation.max_new_tokens=8"]
+    return [*generation, *BATCHES]
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +61,7 @@ def one_step_checkpoint(experiment: str, data_dir: Path, tmp: Path) -> Path:
         f"experiment={experiment}",
         "preset=tiny",
         f"paths.data_dir={data_dir}",
-        *SHORT,
+        *short(experiment),
         "trainer.max_steps=1",
         "trainer.max_epochs=1",
         "trainer.limit_train_batches=1",
@@ -82,7 +88,7 @@ def test_evaluate_scores_every_task(experiment: str, data_dir: Path, tmp_path: P
         f"paths.data_dir={data_dir}",
         f"ckpt_path={checkpoint}",
         "trainer.limit_test_batches=1",
-        *SHORT,
+        *short(experiment),
     ]
     cfg = compose_config("evaluate", overrides, tmp_path / "evaluate")
     returned = evaluate(cfg)
