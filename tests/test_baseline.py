@@ -123,14 +123,6 @@ def test_grounding_constant_in_seconds_and_refusals() -> None:
 # ---------------------------------------------------------------------------- report
 
 
-def test_lcs_and_rouge_l_by_hand() -> None:
-    assert report.lcs_length(["a", "b", "c", "d"], ["a", "x", "c", "d"]) == 3
-    assert report.lcs_length(["a", "b"], []) == 0
-    assert report.rouge_tokens("Two LARGE lesions, left-side.") == ["two", "large", "lesions", "left", "side"]
-    # LCS 2 of 2 and 4 words: P = 1, R = 1/2, F = 2/3.
-    assert report.rouge_l(["a", "b"], ["a", "x", "b", "y"]) == pytest.approx(2 / 3)
-
-
 def test_report_constant_is_the_medoid_not_the_most_frequent() -> None:
     texts = ["p q", "p q", "a b c d p", "a b c d q", "a b c d"]
     targets = [{"report": t} for t in texts]
@@ -287,23 +279,22 @@ def test_callback_chooses_one_answer_for_all_ranks(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_tiny_sft_fit_logs_the_report_constant(tmp_path: Path) -> None:
     from tests.test_sft import make_data, make_module
+    from tests.test_sft import trainer as sft_trainer
     from vlmlab.data.synthetic.ct_report import write as write_ct_report
 
     root = tmp_path / "ct_report"
     write_ct_report(root, num_train=4, num_val=3, num_test=1, slices=16, size=48)
     module = make_module("qwen2_5_vl")
     data = make_data(root, module)
-    trainer = pl.Trainer(
-        accelerator="cpu",
+    # One training batch, then the whole validation split (the constant needs all its targets).
+    trainer = sft_trainer(
+        tmp_path,
+        max_steps=-1,
         max_epochs=1,
         limit_train_batches=1,
+        limit_val_batches=None,
         callbacks=[ConstantBaseline()],
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         enable_checkpointing=False,
-        num_sanity_val_steps=0,
-        default_root_dir=str(tmp_path),
     )
     trainer.fit(module, datamodule=data)
     metrics = trainer.callback_metrics

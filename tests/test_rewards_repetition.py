@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from vlmlab.rewards import brats_3d, repetition
@@ -75,9 +73,9 @@ def test_brats_reward_uses_the_same_rule() -> None:
     assert brats_3d.score(loop, {})["non_repetition"] == 0.0
 
 
-def test_linear_time_on_long_adversarial_text() -> None:
-    # 200,000 characters of whitespace, of one word, and of distinct words: each well under a second.
-    for text in (" " * 200_000, "ab " * 66_000, " ".join(f"w{i}" for i in range(30_000))):
-        start = time.perf_counter()
-        score(text)
-        assert time.perf_counter() - start < 1.0
+def test_long_adversarial_text_is_scored() -> None:
+    # 200,000 characters of whitespace, of one word, and of distinct words (a quadratic check would
+    # stall here for minutes; speed itself is bench/'s business, not a timed test's).
+    assert score(" " * 200_000)["total"] == 0.5
+    assert score("ab " * 66_000)["total"] == 0.0
+    assert score(" ".join(f"w{i}" for i in range(30_000)))["total"] == 0.5

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from vlmlab.metrics.constant import ScoresConstantAnswer
 from vlmlab.metrics.iou import TOLERANCE, IoUHitMetric
 from vlmlab.tasks.brats_detection import (
     BratsTarget,
@@ -62,13 +63,15 @@ def score_answer(completion: str, target: Mapping[str, Any]) -> AnswerScore:
     return iou, True, peak_error, ratio_error
 
 
-class BratsDetectionMetrics(IoUHitMetric):
+class BratsDetectionMetrics(ScoresConstantAnswer, IoUHitMetric):
     """Mean 3D IoU, hit rates, peak-slice MAE, tumour-ratio relative error and format validity.
 
     Keys of :meth:`compute`: ``iou_3d``, ``hit_at_{m}`` for each threshold (``hit_at_0.3``...),
     ``peak_slice_mae``, ``tumor_ratio_rel_error``, ``format_valid``; logged as ``{stage}/brats/{key}``.
     States are sums (``dist_reduce_fx="sum"``), so ``compute`` is exact across DDP ranks.
     """
+
+    constant_answer = staticmethod(constant_answer)  # the task's best input-independent answer
 
     group = "brats"
 
@@ -99,12 +102,3 @@ class BratsDetectionMetrics(IoUHitMetric):
         out["tumor_ratio_rel_error"] = float(self.ratio_error_sum) / valid if valid else math.nan
         out["format_valid"] = valid / total if total else math.nan
         return out
-
-    def constant_answer(self, targets: Sequence[Mapping[str, Any]]) -> str:
-        """The best input-independent answer for ``targets``: their mean box, median peak slice and mean
-        ratio (:func:`vlmlab.tasks.brats_detection.constant_answer`)."""
-        return constant_answer(targets)
-
-    def update_constant(self, answer: str, targets: list[dict[str, Any]]) -> None:
-        """Count ``answer`` as the prediction for every one of ``targets`` (the constant baseline)."""
-        self.update([answer] * len(targets), list(targets))

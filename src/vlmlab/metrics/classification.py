@@ -23,6 +23,8 @@ class ClassificationMetrics(torch.nn.Module):
     Logged as ``{stage}/{group}/{name}``, e.g. ``val/classify/accuracy``.
     """
 
+    constant_answer = staticmethod(constant_label)  # the task's best input-independent class
+
     group = "classify"
 
     def __init__(self, num_classes: int):
@@ -59,11 +61,6 @@ class ClassificationMetrics(torch.nn.Module):
     def reset(self) -> None:
         self.metrics.reset()
         self.matrix.reset()
-
-    def constant_answer(self, targets: Sequence[Mapping[str, Any]]) -> int:
-        """The best input-independent class for ``targets`` (``{"label": c}`` each): the majority class
-        (:func:`vlmlab.tasks.robot_reward.constant_label`)."""
-        return constant_label(targets)
 
     def update_constant(self, answer: int, targets: Sequence[Mapping[str, Any]]) -> None:
         """Count class ``answer`` as the prediction for every one of ``targets`` (the constant baseline)."""

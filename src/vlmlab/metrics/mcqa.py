@@ -14,13 +14,14 @@ sync every rank decodes the same names in the same order, computes the same keys
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from vlmlab.metrics.constant import ScoresConstantAnswer
 from vlmlab.tasks.mcqa import answer_letter, constant_answer, target_label
 
 __all__ = ["MCQAMetrics", "checked_label", "decode_names", "encode_names"]
@@ -55,13 +56,15 @@ def checked_label(target: Mapping[str, Any]) -> str:
     return label
 
 
-class MCQAMetrics(Metric):
+class MCQAMetrics(ScoresConstantAnswer, Metric):
     """Accuracy of the answer letters, overall and per ``target["dataset_name"]``.
 
     Keys of :meth:`compute`: ``accuracy``, ``accuracy/<dataset_name>`` for every name seen on any rank
     (sorted), ``unparsable`` (fraction without an answer letter); logged as ``{stage}/mcqa/{key}``.
     States are ``cat`` lists of per-sample values, so ``compute`` is exact across DDP ranks.
     """
+
+    constant_answer = staticmethod(constant_answer)  # the task's best input-independent answer
 
     group = "mcqa"
     full_state_update = False
@@ -109,12 +112,3 @@ class MCQAMetrics(Metric):
             out[f"accuracy/{name}"] = float(correct[mask].mean())
         out["unparsable"] = float(1.0 - parsed.mean())
         return out
-
-    def constant_answer(self, targets: Sequence[Mapping[str, Any]]) -> str:
-        """The best input-independent answer for ``targets``: their most frequent letter
-        (:func:`vlmlab.tasks.mcqa.constant_answer`)."""
-        return constant_answer(targets)
-
-    def update_constant(self, answer: str, targets: list[dict[str, Any]]) -> None:
-        """Count ``answer`` as the prediction for every one of ``targets`` (the constant baseline)."""
-        self.update([answer] * len(targets), list(targets))

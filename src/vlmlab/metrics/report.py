@@ -3,19 +3,21 @@ evaluate.py."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torchmetrics import MetricCollection
 from torchmetrics.text import BLEUScore, ROUGEScore
 
+from vlmlab.metrics.constant import ScoresConstantAnswer
 from vlmlab.tasks.report import constant_answer, parse_report
 
 
-class ReportMetrics(torch.nn.Module):
+class ReportMetrics(ScoresConstantAnswer, torch.nn.Module):
     """Scores generated reports against the reference (``target["report"]``). Keys: ``bleu_1``,
     ``bleu_4``, ``rouge_l`` (ROUGE-L F-measure)."""
+
+    constant_answer = staticmethod(constant_answer)  # the task's best input-independent answer
 
     group = "report"
 
@@ -46,12 +48,3 @@ class ReportMetrics(torch.nn.Module):
 
     def reset(self) -> None:
         self.metrics.reset()
-
-    def constant_answer(self, targets: Sequence[Mapping[str, Any]]) -> str:
-        """The best input-independent report for ``targets``: their medoid
-        (:func:`vlmlab.tasks.report.constant_answer`)."""
-        return constant_answer(targets)
-
-    def update_constant(self, answer: str, targets: list[dict[str, Any]]) -> None:
-        """Count ``answer`` as the prediction for every one of ``targets`` (the constant baseline)."""
-        self.update([answer] * len(targets), list(targets))

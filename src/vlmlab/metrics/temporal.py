@@ -17,18 +17,19 @@ Conventions:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
+from vlmlab.metrics.constant import ScoresConstantAnswer
 from vlmlab.metrics.iou import TOLERANCE, IoUHitMetric
 from vlmlab.tasks.grounding import GroundingTarget, answer_iou, constant_answer
 
 __all__ = ["TOLERANCE", "TemporalGroundingMetrics"]
 
 
-class TemporalGroundingMetrics(IoUHitMetric):
+class TemporalGroundingMetrics(ScoresConstantAnswer, IoUHitMetric):
     """R1@m for each threshold m, mIoU, and the unparsable fraction over generated answers.
 
     Keys of :meth:`compute`: ``r1_at_{m}`` (``r1_at_0.3``...: fraction with IoU >= m), ``miou`` (mean IoU,
@@ -36,6 +37,8 @@ class TemporalGroundingMetrics(IoUHitMetric):
     ``{stage}/grounding/{key}``. States are sums (``dist_reduce_fx="sum"``), so ``compute`` is exact
     across DDP ranks.
     """
+
+    constant_answer = staticmethod(constant_answer)  # the task's best input-independent answer
 
     group = "grounding"
 
@@ -59,12 +62,3 @@ class TemporalGroundingMetrics(IoUHitMetric):
         out["miou"] = self.mean_iou()
         out["unparsable"] = int(self.unparsed) / total if total else math.nan
         return out
-
-    def constant_answer(self, targets: Sequence[Mapping[str, Any]]) -> str:
-        """The best input-independent answer for ``targets``: their mean span
-        (:func:`vlmlab.tasks.grounding.constant_answer`)."""
-        return constant_answer(targets)
-
-    def update_constant(self, answer: str, targets: list[dict[str, Any]]) -> None:
-        """Count ``answer`` as the prediction for every one of ``targets`` (the constant baseline)."""
-        self.update([answer] * len(targets), list(targets))
