@@ -367,6 +367,21 @@ def test_synthetic_deterministic_and_cli(tmp_path: Path, capsys: pytest.CaptureF
     assert pq.read_table(tmp_path / "e" / "train.parquet").num_rows == 3
 
 
+def test_synthetic_kinds_choose_the_questions(tmp_path: Path) -> None:
+    write_mcqa(
+        tmp_path / "q", num_train=12, num_val=4, num_test=0, kinds=["synth_quadrant"], shuffle_options=False
+    )
+    rows = pq.read_table(tmp_path / "q" / "train.parquet").to_pylist()
+    assert {row["dataset_name"] for row in rows} == {"synth_quadrant"}
+    # Fixed options: each letter is one quadrant, in QUADRANTS order.
+    assert all(row["answer_label"] == "ABCD"[QUADRANTS.index(row["answer"])] for row in rows)
+    assert [row["dataset_index"] for row in rows] == list(range(12))
+    with pytest.raises(ValueError, match="kinds"):
+        write_mcqa(tmp_path / "x", kinds=["synth_shape"])
+    with pytest.raises(ValueError, match="kinds"):
+        write_mcqa(tmp_path / "x", kinds=[])
+
+
 # ---------------------------------------------------------------------------- datamodule / config
 
 

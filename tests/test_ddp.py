@@ -93,6 +93,7 @@ def test_grpo_under_two_process_cpu_ddp_completes(tmp_path: Path) -> None:
         [
             "experiment=mcqa_grpo",
             "preset=tiny",
+            "warm_start_command=null",  # a random start is enough here
             "strategy=ddp",
             "trainer.devices=2",
             "trainer.max_steps=2",
@@ -100,6 +101,7 @@ def test_grpo_under_two_process_cpu_ddp_completes(tmp_path: Path) -> None:
             "trainer.limit_train_batches=2",
             "trainer.limit_val_batches=1",
             "trainer.check_val_every_n_epoch=1",
+            "trainer.val_check_interval=1.0",
             "data.batch_size=1",
             "task.module.grpo.num_generations=2",
             "task.module.generation.max_new_tokens=8",

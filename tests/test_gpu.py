@@ -62,6 +62,7 @@ def test_grpo_in_bf16_generates_and_steps(strategy: str, tmp_path: Path) -> None
         [
             "experiment=mcqa_grpo",
             "preset=tiny",
+            "warm_start_command=null",  # a random start is enough here
             f"strategy={strategy}",
             *ON_ONE_GPU,
             *SHORT,

@@ -86,6 +86,13 @@ def _logs_failure(run: Callable[[DictConfig], _R]) -> Callable[[DictConfig], _R]
 @_logs_failure
 def train(cfg: DictConfig) -> float | None:
     """Fit (and optionally test); returns ``cfg.optimized_metric`` for sweepers."""
+    if cfg.get("warm_start_command") and not cfg.model.get("init_from") and cfg.get("ckpt_path") is None:
+        # GRPO from a random tiny backbone earns zero reward on every rollout: nothing to learn from.
+        raise ValueError(
+            f"this run starts from a trained checkpoint: run `{cfg.warm_start_command}` first, then pass "
+            "model.init_from=<its run folder>/checkpoints/last.ckpt (or run both: make chain EXPERIMENT=...); "
+            "warm_start_command=null starts from the untrained model anyway"
+        )
     run = build(cfg)
     if cfg.get("ckpt_path") == "last" and not any(Path(cfg.paths.output_dir).glob("checkpoints/last*.ckpt")):
         # Lightning would only warn and start from scratch; a new run folder is the usual reason.

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,7 @@ def write(
     seed: int = 0,
     shuffle_options: bool = True,
     reasoning_fraction: float = 0.5,
+    kinds: Sequence[str] = tuple(_KINDS),
 ) -> dict[str, Path]:
     """Write a synthetic multiple-choice VQA set in the recipe's trainset format; return the split files.
 
@@ -147,7 +149,8 @@ def write(
     shuffle_options: shuffle the colour and quadrant options per row, so that the letter depends on the
     option texts as well as the pixels; without it each letter is one colour or quadrant, which a
     tiny model can learn from the pixels alone. reasoning_fraction: the chance that a row carries a
-    reasoning that states what the pixels show (the others have none).
+    reasoning that states what the pixels show (the others have none). kinds: the dataset_names to draw
+    from (all three by default; one kind asks a single question, which a tiny model learns in minutes).
     dataset_index counts rows per dataset_name across the splits. Deterministic for a seed.
     """
     if size < _MIN_SIZE:
@@ -156,16 +159,19 @@ def write(
         raise ValueError(f"reasoning_fraction={reasoning_fraction}; expected a number in [0, 1]")
     if min(num_train, num_val, num_test) < 0:
         raise ValueError("split sizes must be >= 0")
+    kinds = list(kinds)
+    if not kinds or any(kind not in _KINDS for kind in kinds):
+        raise ValueError(f"kinds={kinds}; expected a non-empty list of {list(_KINDS)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     schema = trainset_features().arrow_schema
-    counters = dict.fromkeys(_KINDS, 0)
+    counters = dict.fromkeys(kinds, 0)
     paths: dict[str, Path] = {}
     for split, count in {"train": num_train, "val": num_val, "test": num_test}.items():
         rows = []
         for _ in range(count):
-            name = str(rng.choice(list(_KINDS)))
+            name = str(rng.choice(kinds))
             drawn = _KINDS[name](rng, size, shuffle_options)
             with_reasoning = bool(rng.random() < reasoning_fraction)
             rows.append(

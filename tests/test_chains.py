@@ -1,0 +1,59 @@
+"""SFT then GRPO from its checkpoint, on CPU with preset=tiny: the learning a user is promised.
+
+The tiny GRPO presets refuse to start from the random backbone (every reward would be zero), naming the
+SFT command. The slow chains are shortened versions of ``make chain EXPERIMENT=...`` and assert the
+direction of the change, so that a sign error or a broken mask fails CI.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import compose_config, run_script
+from vlmlab.run import train
+from vlmlab.tools.results import read_scalars, summarise
+
+
+@pytest.mark.parametrize("experiment", ["mcqa_grpo"])
+def test_tiny_grpo_refuses_a_random_start_naming_the_sft_command(experiment: str, tmp_path: Path) -> None:
+    cfg = compose_config("train", [f"experiment={experiment}", "preset=tiny"], tmp_path)
+    sft = experiment.replace("_grpo", "_sft")
+    with pytest.raises(ValueError, match=f"run `python train.py experiment={sft} preset=tiny` first"):
+        train(cfg)
+
+
+def chain(tmp: Path, name: str, sft: list[str], grpo: list[str]) -> tuple[Path, Path]:
+    """``train.py`` SFT then GRPO from its last checkpoint (as ``make chain``); returns both run folders."""
+    common = [f"paths.log_dir={tmp}/logs", f"paths.data_dir={tmp}/data"]
+    run_script(
+        ["train.py", f"experiment={name}_sft", "preset=tiny", f"hydra.run.dir={tmp}/sft", *common, *sft]
+    )
+    checkpoint = tmp / "sft" / "checkpoints" / "last.ckpt"
+    run_script(
+        [
+            "train.py",
+            f"experiment={name}_grpo",
+            "preset=tiny",
+            f"hydra.run.dir={tmp}/grpo",
+            f"model.init_from={checkpoint}",
+            *common,
+            *grpo,
+        ],
+        timeout=1200,
+    )
+    return tmp / "sft", tmp / "grpo"
+
+
+@pytest.mark.slow
+def test_mcqa_grpo_from_sft_raises_reward_and_accuracy(tmp_path: Path) -> None:
+    sft, grpo = chain(tmp_path, "mcqa", sft=[], grpo=["trainer.max_steps=20"])
+    learned = summarise("sft", read_scalars(sft))
+    print(learned)
+    assert learned.margin is not None and learned.margin > 0.05  # reads the colour, not one letter
+    tuned = summarise("grpo", read_scalars(grpo), metric="val/mcqa/accuracy")
+    print(tuned)
+    assert tuned.first_step == 0 and tuned.first == pytest.approx(learned.last)  # starts where SFT ended
+    assert tuned.reward_last_fifth > tuned.reward_first_fifth
+    assert tuned.last > tuned.first
