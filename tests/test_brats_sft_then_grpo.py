@@ -11,28 +11,17 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.helpers import run_script
-
-
-def train(overrides: list[str], tmp: Path) -> Path:
-    args = ["train.py", *overrides, f"paths.log_dir={tmp}/logs", f"paths.data_dir={tmp}/data"]
-    run_script(args, timeout=1200)
-    (run_dir,) = (tmp / "logs" / overrides[0].split("=")[1] / "runs").iterdir()
-    return run_dir
+from tests.test_chains import chain
+from vlmlab.tools.results import fifth_means
 
 
 @pytest.mark.slow
 def test_grpo_from_sft_raises_the_brats_reward(tmp_path: Path) -> None:
-    sft = train(["experiment=brats_sft", "preset=tiny"], tmp_path)
-    grpo = train(
-        ["experiment=brats_grpo", "preset=tiny", f"model.init_from={sft / 'checkpoints' / 'last.ckpt'}"],
-        tmp_path,
-    )
+    _, grpo = chain(tmp_path, "brats", sft=[], grpo=[])
     events = EventAccumulator(str(grpo / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
     events.Reload()
     rewards = [e.value for e in events.Scalars("train/reward/total")]
-    fifth = len(rewards) // 5
-    first, last = sum(rewards[:fifth]) / fifth, sum(rewards[-fifth:]) / fifth
+    first, last = fifth_means(rewards)
     print(f"train/reward/total over {len(rewards)} steps: first fifth {first:.3f}, last fifth {last:.3f}")
     assert len(rewards) == 30
     assert last > first

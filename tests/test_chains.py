@@ -28,7 +28,8 @@ def chain(tmp: Path, name: str, sft: list[str], grpo: list[str]) -> tuple[Path, 
     """``train.py`` SFT then GRPO from its last checkpoint (as ``make chain``); returns both run folders."""
     common = [f"paths.log_dir={tmp}/logs", f"paths.data_dir={tmp}/data"]
     run_script(
-        ["train.py", f"experiment={name}_sft", "preset=tiny", f"hydra.run.dir={tmp}/sft", *common, *sft]
+        ["train.py", f"experiment={name}_sft", "preset=tiny", f"hydra.run.dir={tmp}/sft", *common, *sft],
+        timeout=1200,
     )
     checkpoint = tmp / "sft" / "checkpoints" / "last.ckpt"
     run_script(

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["RunResult", "fifth_means", "read_scalars", "summarise"]
+__all__ = ["RunResult", "fifth_means", "markdown", "read_scalars", "summarise"]
 
 CONSTANT_SUFFIX = "_constant"
 REWARD_TAG = "train/reward/total"
