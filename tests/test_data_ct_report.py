@@ -164,11 +164,16 @@ def test_validate_cli_prints_problems_and_exits_non_zero(
 
 def test_datamodule_writes_synthetic_data_on_first_use(tmp_path: Path) -> None:
     module = CTReportDataModule(
-        frames=FRAMES, root=str(tmp_path / "synthetic"), synthesize=True, synth_cases=4
+        frames=FRAMES,
+        root=str(tmp_path / "synthetic"),
+        synthesize=True,
+        synth_cases=4,
+        synth_options={"num_val": 3, "num_test": 0},
     )
     module.prepare_data()
     module.setup("fit")
     assert len(module.datasets["train"]) == 4 and isinstance(module.datasets["val"][0], Sample)
+    assert len(module.datasets["val"]) == 3  # synth_options reach the writer
     assert validate_file(tmp_path / "synthetic" / "train.json") == []
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from vlmlab.data.base import Split, SplitFilesDataModule
@@ -15,7 +16,8 @@ from vlmlab.data.volume import VolumeFrames, load_volume
 class CTReportDataModule(SplitFilesDataModule):
     """Report generation from volumes; ``frames`` says how a volume becomes video frames.
 
-    synth_cases: training cases of the synthetic set (``preset=tiny``).
+    synth_cases: training cases of the synthetic set (``preset=tiny``); synth_options: the writer's
+        other arguments (:func:`vlmlab.data.synthetic.ct_report.write`: ``num_val``, ``slices``, ``size``).
     Other arguments: :class:`~vlmlab.data.base.SplitFilesDataModule`.
     """
 
@@ -23,6 +25,7 @@ class CTReportDataModule(SplitFilesDataModule):
         self,
         frames: VolumeFrames,
         synth_cases: int = 48,
+        synth_options: Mapping[str, Any] | None = None,
         train_file: str | None = "train.json",
         val_file: str | None = "val.json",
         test_file: str | None = "test.json",
@@ -31,6 +34,7 @@ class CTReportDataModule(SplitFilesDataModule):
         super().__init__(train_file=train_file, val_file=val_file, test_file=test_file, **kwargs)
         self.frames = frames
         self.synth_cases = synth_cases
+        self.synth_options = dict(synth_options or {})
 
     def read_file(self, path: Path, split: Split) -> list[Checked]:
         return [read_rows(path)]
@@ -52,4 +56,4 @@ class CTReportDataModule(SplitFilesDataModule):
     def write_synthetic(self, root: Path) -> None:
         from vlmlab.data.synthetic.ct_report import write
 
-        write(root, num_train=self.synth_cases)
+        write(root, num_train=self.synth_cases, **self.synth_options)
