@@ -1,8 +1,9 @@
 """SFT then GRPO from its checkpoint, on CPU with preset=tiny: the learning a user is promised.
 
 The tiny GRPO presets refuse to start from the random backbone (every reward would be zero), naming the
-SFT command. The slow chain is a shortened ``make chain EXPERIMENT=mcqa``: the SFT model beats the constant answer
-and GRPO starts from exactly its weights (step-0 validation equals SFT's last).
+SFT command. The slow chain is ``make chain EXPERIMENT=mcqa``: the SFT model beats the constant answer, GRPO starts
+from exactly its weights (step-0 validation equals SFT's last) and raises its reward, so a sign error or a
+broken completion mask fails here.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ def chain(tmp: Path, name: str, sft: list[str], grpo: list[str]) -> tuple[Path, 
 
 
 @pytest.mark.slow
-def test_mcqa_sft_reads_the_pixels_and_grpo_starts_from_it(tmp_path: Path) -> None:
-    sft, grpo = chain(tmp_path, "mcqa", sft=[], grpo=["trainer.max_steps=10"])
+def test_mcqa_sft_reads_the_pixels_and_grpo_raises_its_reward(tmp_path: Path) -> None:
+    sft, grpo = chain(tmp_path, "mcqa", sft=[], grpo=[])
     learned = summarise("sft", read_scalars(sft))
     print(learned)
     assert learned.first == 0.0 and learned.margin is not None
@@ -57,4 +58,8 @@ def test_mcqa_sft_reads_the_pixels_and_grpo_starts_from_it(tmp_path: Path) -> No
     tuned = summarise("grpo", read_scalars(grpo), metric="val/mcqa/accuracy")
     print(tuned)
     assert tuned.first_step == 0 and tuned.first == pytest.approx(learned.last)  # starts where SFT ended
-    assert tuned.reward_first_fifth is not None and tuned.reward_first_fifth > 0.5  # formatted answers
+    assert tuned.reward_first_fifth is not None and tuned.reward_last_fifth is not None
+    assert tuned.reward_first_fifth > 0.5  # formatted answers from the start
+    # The mean over 24 steps of 64 rollouts: the direction of the update. Greedy validation is
+    # noisier step to step (seed 42: 0.656, 0.547 at step 19, 0.742 at step 119), so it is reported, not asserted.
+    assert tuned.reward_last_fifth > tuned.reward_first_fifth
