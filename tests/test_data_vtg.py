@@ -446,12 +446,12 @@ def test_missing_or_unreadable_annotation_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="annotation file not found"):
         read_rows(tmp_path / "nope.jsonl")
     assert [p.field for p in validate_file(tmp_path / "nope.jsonl")] == ["file"]
-    # Not UTF-8 (latin-1 "é"): the file is named with the byte and its offset.
+    # Not UTF-8 (latin-1 "é"): the line is named with the byte and its offset in the file.
     latin = tmp_path / "latin.jsonl"
     latin.write_bytes(json.dumps(good_row(sentence="café"), ensure_ascii=False).encode("latin-1") + b"\n")
     offset = latin.read_bytes().index(0xE9)
     assert [str(p) for p in validate_file(latin, decode=False)] == [
-        f"{latin}:-: encoding: not UTF-8: byte 0xe9 at offset {offset}"
+        f"{latin}:1: encoding: not UTF-8: byte 0xe9 at offset {offset}"
     ]
     with pytest.raises(DataError, match="not UTF-8"):
         train_split(latin)

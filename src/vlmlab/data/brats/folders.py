@@ -13,13 +13,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from vlmlab.data.brats.nifti import NIFTI_SUFFIXES, NiftiCase, is_nifti, nifti_shape
 from vlmlab.data.errors import DataError, DataProblem
-from vlmlab.data.files import read_text
+from vlmlab.data.files import read_json
 
 __all__ = [
     "BRATS_MODALITIES",
@@ -94,12 +93,14 @@ def _msd_names(path: Path) -> tuple[str, ...] | None:
     meta = path / "dataset.json"
     if not meta.is_file():
         return None
-    try:
-        modality = json.loads(read_text(meta)).get("modality")
-    except (json.JSONDecodeError, AttributeError) as error:
-        raise DataError.one(meta, "-", "json", f"unreadable dataset.json ({error})") from error
+    data = read_json(meta, what="an MSD dataset.json object")
+    if not isinstance(data, dict):
+        raise DataError.one(meta, "-", "json", f"expected an object, got {type(data).__name__}")
+    modality = data.get("modality")
     if not isinstance(modality, dict):
         return None
+    if not all(isinstance(k, str) and k.isdigit() for k in modality):
+        raise DataError.one(meta, "-", "modality", f"expected channel numbers as keys, got {list(modality)}")
     return tuple(str(modality[k]) for k in sorted(modality, key=int))
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ import numpy as np
 
 from vlmlab.data.brats.render import BratsRender, make_sample
 from vlmlab.data.errors import DataError, DataProblem, RowProblems
-from vlmlab.data.files import read_text
+from vlmlab.data.files import read_json, read_jsonl
 from vlmlab.data.sample import Sample
 from vlmlab.data.volume import VolumeWindow
 from vlmlab.tasks.coords import FrameGeometry, split_frames
@@ -225,20 +225,12 @@ def read_annotations(path: Path) -> tuple[list[Any], tuple[Path, ...]]:
                 path, "-", "arrow", f"unreadable arrow file ({type(error).__name__}: {error})"
             ) from error
     if name.endswith(".jsonl"):
-        rows = []
-        for line_no, line in enumerate(read_text(path).splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise DataError.one(path, f"line {line_no}", "json", error.msg) from error
-        return rows, (path.parent,)
+        numbered, problems = read_jsonl(path)
+        if problems:  # named "line N": this source's rows are numbered from 0
+            raise DataError([replace(p, row=f"line {p.row}") for p in problems])
+        return [row for _, row in numbered], (path.parent,)
     if name.endswith(".json"):
-        try:
-            rows = json.loads(read_text(path))
-        except json.JSONDecodeError as error:
-            raise DataError.one(path, f"line {error.lineno}", "json", error.msg) from error
+        rows = read_json(path)
         if not isinstance(rows, list):
             raise DataError.one(path, "-", "json", "expected a JSON list of rows")
         return rows, (path.parent,)

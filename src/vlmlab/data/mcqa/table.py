@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vlmlab.data.errors import DataError
+from vlmlab.data.mcqa.images import ByteCount
 from vlmlab.tasks.mcqa import OPTION_LETTERS
 
 __all__ = [
@@ -110,11 +111,19 @@ def base_dir_of(source: Path) -> Path:
     return source if source.is_dir() else source.parent
 
 
+def _byte_counts(values: pa.Array) -> list[Any]:
+    """Byte counts of binary values; other values (a ``bytes`` field that pyarrow typed ``null``
+    because every item is a path, or a wrong type) as Python values for the checks to judge."""
+    if not (pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type)):
+        return values.to_pylist()
+    return [None if n is None else ByteCount(n) for n in pc.binary_length(values).to_pylist()]
+
+
 def _image_stubs(column: pa.ChunkedArray) -> list[Any]:
     """Per row, the ``images`` value with every encoded image replaced by its byte count (no copies).
 
-    list<struct<bytes, path>> -> [{"bytes": n | None, "path": str | None}, ...]; list<binary> -> [n, ...];
-    anything else (paths, wrong types) as Python values.
+    list<struct<bytes, path>> -> [{"bytes": n | None, "path": str | None}, ...]; list<binary> -> [n, ...]
+    (n a :class:`ByteCount`); anything else (paths, wrong types) as Python values.
     """
     stubs: list[Any] = []
     for chunk in column.chunks:
@@ -124,17 +133,15 @@ def _image_stubs(column: pa.ChunkedArray) -> list[Any]:
         values = chunk.flatten()  # the items of the non-null lists, in order
         item_type = chunk.type.value_type
         if pa.types.is_struct(item_type) and item_type.get_field_index("bytes") >= 0:
-            nbytes = pc.binary_length(pc.struct_field(values, "bytes")).to_pylist()
+            nbytes = _byte_counts(pc.struct_field(values, "bytes"))
             has_path = item_type.get_field_index("path") >= 0
             paths = pc.struct_field(values, "path").to_pylist() if has_path else [None] * len(values)
             valid = values.is_valid().to_pylist()
             items = [
                 {"bytes": n, "path": p} if ok else None for n, p, ok in zip(nbytes, paths, valid, strict=True)
             ]
-        elif pa.types.is_binary(item_type) or pa.types.is_large_binary(item_type):
-            items = pc.binary_length(values).to_pylist()
         else:
-            items = values.to_pylist()
+            items = _byte_counts(values)
         lengths = pc.list_value_length(chunk).to_pylist()
         start = 0
         for length in lengths:
