@@ -16,6 +16,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from vlmlab.checkpoints import resolve_last
+
 log = logging.getLogger(__name__)
 
 
@@ -54,10 +56,20 @@ def build(cfg: DictConfig, **module_overrides: Any) -> Run:
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    plugins = trainer_plugins(cfg)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins or None)
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     return Run(datamodule, module, trainer)
+
+
+def trainer_plugins(cfg: DictConfig) -> list[Any]:
+    """``trainer.plugins`` (a launcher's, e.g. SLURMEnvironment) and ``checkpoint_io``: a key of its
+    own, since a launcher's ``trainer.plugins`` list would replace a list that held it."""
+    plugins = list(instantiate(cfg.trainer.get("plugins") or []))
+    if cfg.get("checkpoint_io"):
+        plugins.append(instantiate(cfg.checkpoint_io))
+    return plugins
 
 
 _R = TypeVar("_R")
@@ -94,7 +106,14 @@ def train(cfg: DictConfig) -> float | None:
             "warm_start_command=null starts from the untrained model anyway"
         )
     run = build(cfg)
-    if cfg.get("ckpt_path") == "last" and not any(Path(cfg.paths.output_dir).glob("checkpoints/last*.ckpt")):
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path == "last":
+        # Lightning would take the newest last*.ckpt even where a kill left it unreadable.
+        callback = run.trainer.checkpoint_callback
+        dirpath = callback.dirpath if callback else None
+        found = resolve_last(Path(dirpath or Path(cfg.paths.output_dir) / "checkpoints"))
+        ckpt_path = str(found) if found else "last"
+    if ckpt_path == "last":
         # Lightning would only warn and start from scratch; a new run folder is the usual reason.
         log.warning(
             "ckpt_path=last: no checkpoints/last.ckpt in %s, so training starts from scratch; to resume "
@@ -106,7 +125,7 @@ def train(cfg: DictConfig) -> float | None:
             # Logged at step 0: the start the metrics of the run are compared with (a resumed run has
             # its own step 0 already).
             run.trainer.validate(run.module, datamodule=run.datamodule)
-        run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=cfg.get("ckpt_path"))
+        run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in run.trainer.callback_metrics.items()}
     if cfg.get("test", False):
         best = run.trainer.checkpoint_callback.best_model_path if run.trainer.checkpoint_callback else ""
