@@ -204,7 +204,7 @@ def test_resume_with_another_batch_size_is_refused(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- tiny Qwen-VL runs through train()
 
-SMALL_CT = "+data.synth_cases=12"  # a smaller synthetic set writes faster; an epoch uses 6 cases
+SMALL_CT = "data.synth_cases=12"  # a smaller synthetic set writes faster; an epoch uses 6 cases
 
 
 class SaveTrainableWeights(pl.Callback):
