@@ -112,14 +112,15 @@ def train(cfg: DictConfig) -> float | None:
         callback = run.trainer.checkpoint_callback
         dirpath = callback.dirpath if callback else None
         found = resolve_last(Path(dirpath or Path(cfg.paths.output_dir) / "checkpoints"))
-        ckpt_path = str(found) if found else "last"
-    if ckpt_path == "last":
-        # Lightning would only warn and start from scratch; a new run folder is the usual reason.
-        log.warning(
-            "ckpt_path=last: no checkpoints/last.ckpt in %s, so training starts from scratch; to resume "
-            "another run pass hydra.run.dir=<its folder> ckpt_path=last, or ckpt_path=<path>",
-            cfg.paths.output_dir,
-        )
+        if found is not None:
+            ckpt_path = str(found)
+        else:
+            # Lightning would only warn and start from scratch; a new run folder is the usual reason.
+            log.warning(
+                "ckpt_path=last: no checkpoint in %s/checkpoints, so training starts from scratch; to "
+                "resume another run pass hydra.run.dir=<its folder> ckpt_path=last, or ckpt_path=<path>",
+                cfg.paths.output_dir,
+            )
     if cfg.get("train", True):
         if cfg.get("validate_before_training", False) and cfg.get("ckpt_path") is None:
             # Logged at step 0: the start the metrics of the run are compared with (a resumed run has
