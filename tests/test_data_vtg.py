@@ -608,3 +608,19 @@ def test_write_synthetic_through_datamodule(tmp_path: Path) -> None:
     assert len(rows(tmp_path / "tiny" / "train.jsonl")) == 2
     dm.setup("test")
     assert len(dm.datasets["test"]) == 8
+
+
+def test_synth_options_reach_the_writer(tmp_path: Path) -> None:
+    dm = VTGDataModule(
+        root=str(tmp_path / "tiny"),
+        synthesize=True,
+        synth_cases=6,
+        synth_options={"num_val": 3, "num_test": 0, "max_window": 0.2},
+    )
+    dm.prepare_data()
+    assert len(rows(tmp_path / "tiny" / "val.jsonl")) == 3
+    for row in rows(tmp_path / "tiny" / "train.jsonl"):
+        start, end = row["timestamp"]
+        assert end - start <= max(1.0, 0.2 * row["duration"]) + 1e-9  # 1 s (fps frames) is the shortest window
+    with pytest.raises(ValueError, match="max_window"):
+        write(tmp_path / "bad", max_window=0.0)

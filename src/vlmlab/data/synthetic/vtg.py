@@ -68,6 +68,7 @@ def write(
     size: int = 64,
     fps: int = 4,
     distractor: bool = False,
+    max_window: float = 0.5,
     seed: int = 0,
 ) -> dict[str, Path]:
     """Write a synthetic temporal grounding set in the recipe's JSONL format; return the split files.
@@ -76,7 +77,7 @@ def write(
     ``out_dir/{train,val,test}.jsonl`` with video paths relative to ``out_dir`` (the default
     ``video_dir``). Each annotated clip lasts 4-10 s on a dark grey background; a square of one
     colour (:data:`COLOURS`) is visible exactly during frames ``[a, b)``, i.e. the window
-    ``timestamp = [a / fps, b / fps]`` seconds (1 s to half the clip), and the sentence names the
+    ``timestamp = [a / fps, b / fps]`` seconds (1 s to ``max_window`` of the clip), and the sentence names the
     colour (:data:`SENTENCES`). With ``distractor``, a square of another colour is shown during a
     disjoint window.
 
@@ -91,6 +92,8 @@ def write(
         raise ValueError(f"size must be even and >= 32 (H.264 yuv420p), got {size}")
     if fps < 1:
         raise ValueError(f"fps must be >= 1, got {fps}")
+    if not 0 < max_window <= 1:
+        raise ValueError(f"max_window must be in (0, 1], got {max_window}")
     if min(num_train, num_val, num_test) < 0:
         raise ValueError("split sizes must be >= 0")
     out_dir = Path(out_dir)
@@ -106,7 +109,7 @@ def write(
         for _ in range(count):
             case = f"vtg_{index:0{width}d}"
             n = int(rng.integers(_MIN_SECONDS * fps, _MAX_SECONDS * fps + 1))  # clip frames
-            length = int(rng.integers(fps, n // 2 + 1))
+            length = int(rng.integers(fps, max(fps, int(n * max_window)) + 1))
             a = int(rng.integers(0, n - length + 1))
             b = a + length
             colour = names[int(rng.integers(len(names)))]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ class VTGDataModule(SplitFilesDataModule):
     """Temporal grounding from videos: ``frames`` says how a clip becomes frames, ``temporal`` how times are written.
 
     video_dir: where relative ``video`` paths start (default: ``root``).
-    synth_cases: training clips of the synthetic set (``preset=tiny``).
+    synth_cases: training clips of the synthetic set (``preset=tiny``); synth_options: the writer's other
+        arguments (:func:`vlmlab.data.synthetic.vtg.write`: ``num_val``, ``size``, ``fps``, ``max_window``, ...).
     "random" frame sampling is a training augmentation: val / test use "uniform" instead.
     Other arguments: :class:`~vlmlab.data.base.SplitFilesDataModule`.
     """
@@ -33,6 +35,7 @@ class VTGDataModule(SplitFilesDataModule):
         val_file: str | None = "val.jsonl",
         test_file: str | None = "test.jsonl",
         synth_cases: int = 32,
+        synth_options: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ):
         super().__init__(train_file=train_file, val_file=val_file, test_file=test_file, **kwargs)
@@ -43,6 +46,7 @@ class VTGDataModule(SplitFilesDataModule):
         self.temporal = temporal or TemporalFormat()
         self.video_dir = Path(video_dir) if video_dir is not None else self.root
         self.synth_cases = synth_cases
+        self.synth_options = dict(synth_options or {})
 
     def read_file(self, path: Path, split: Split) -> list[Checked]:
         return [read_rows(path, self.video_dir, training=split == "train")]
@@ -63,4 +67,4 @@ class VTGDataModule(SplitFilesDataModule):
     def write_synthetic(self, root: Path) -> None:
         from vlmlab.data.synthetic.vtg import write
 
-        write(root, num_train=self.synth_cases)
+        write(root, num_train=self.synth_cases, **self.synth_options)
