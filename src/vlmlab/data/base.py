@@ -2,8 +2,10 @@
 
 A source only finds, checks and decodes its own files (:meth:`VisionLanguageDataModule.read_split`
 returns a :class:`~vlmlab.data.errors.Checked`, :meth:`~VisionLanguageDataModule.to_sample` decodes an
-item); this class owns what they share: the bad-sample policy, synthetic data on first use, the
-loaders (shuffled, distributed or duration-bucketed) and the training position for exact resume.
+item); this class owns what they share: the bad-sample policy (at start and at decode time, see
+:class:`SampleDataset` and :meth:`VisionLanguageDataModule.on_before_batch_transfer`), synthetic data on
+first use, the loaders (shuffled, distributed or duration-bucketed) and the training position for
+exact resume.
 """
 
 from __future__ import annotations
@@ -11,18 +13,31 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Generic, Literal
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.trainer.states import RunningStage, TrainerFn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from vlmlab.compat.lightning import batches_done, uses_distributed_sampler
 from vlmlab.data.collate import QwenVLCollator
-from vlmlab.data.errors import Checked, DataError, Item, OnBadSample, check_policy, keep_good
+from vlmlab.data.errors import (
+    SKIPPED_KEY,
+    Checked,
+    DataError,
+    Item,
+    OnBadSample,
+    SkipLedger,
+    SkipNote,
+    check_fraction,
+    check_policy,
+    keep_good,
+    next_good,
+    skip_notes,
+)
 from vlmlab.data.sample import Sample
 from vlmlab.data.sampler import DurationBatching, DurationBucketSampler, ResumableSampler
 from vlmlab.models.facts import VisionGeometry
@@ -37,12 +52,32 @@ STAGE_SPLITS: dict[str, tuple[Split, ...]] = {
     "test": ("test",),
     "predict": ("test",),
 }
+# The split whose ledger counts the batches of a loop (prediction reads the test samples).
+LOOP_SPLITS: dict[RunningStage, Split] = {
+    RunningStage.TRAINING: "train",
+    RunningStage.SANITY_CHECKING: "val",
+    RunningStage.VALIDATING: "val",
+    RunningStage.TESTING: "test",
+    RunningStage.PREDICTING: "test",
+}
 
 
 class SampleDataset(Dataset, Generic[Item]):
     """Items that passed their checks, decoded to :class:`Sample` on access by ``decode``.
 
     cost: the item's batching cost (seconds of video, or vision tokens), for duration bucketing.
+    on_bad_sample: what a :class:`DataError` raised by ``decode`` does. ``raise``: it propagates (a
+        DataLoader worker's is rebuilt as the same DataError in the main process). ``skip``: the
+        sample is replaced by the next index (wrapping around) that decodes, and the replacement's
+        metadata carries a :class:`SkipNote` with the problems under :data:`SKIPPED_KEY`.
+
+    Why the next good index: it is a pure function of the index and of which items fail, so every
+    worker and every rank makes the same replacement, batches keep their size, the sampler's order
+    (and so exact resume) is untouched, and nothing is shared between processes. Why a note in the
+    sample: decoding runs in worker processes, whose counts would never reach the trainer; the note
+    travels with the batch (collators keep ``metadata``) and is counted in the main process
+    (:meth:`VisionLanguageDataModule.on_before_batch_transfer`). Failures met while decoding are
+    remembered per dataset object (so per worker), only to avoid decoding a bad item twice.
     """
 
     def __init__(
@@ -50,16 +85,30 @@ class SampleDataset(Dataset, Generic[Item]):
         items: Sequence[Item],
         decode: Callable[[Item], Sample],
         cost: Callable[[Item], float] | None = None,
+        on_bad_sample: OnBadSample = "raise",
     ):
         self.items = list(items)
         self.decode = decode
         self.cost = cost
+        self.on_bad_sample = check_policy(on_bad_sample)
+        self._failed: dict[int, SkipNote] = {}  # index -> its problems (a cache, never a result)
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> Sample:
-        return self.decode(self.items[index])
+        item = self.items[index]  # IndexError out of range: ends iteration, never a skip
+        index %= len(self.items)
+        if self.on_bad_sample == "raise":
+            return self.decode(item)
+        if index not in self._failed:
+            try:
+                return self.decode(item)
+            except DataError as error:
+                self._failed[index] = SkipNote.of(error)
+        sample = next_good(index, len(self.items), lambda i: self.decode(self.items[i]), self._failed)
+        sample.metadata = {**sample.metadata, SKIPPED_KEY: self._failed[index]}
+        return sample
 
     def sample_costs(self) -> list[float]:
         if self.cost is None:
@@ -88,7 +137,12 @@ class VisionLanguageDataModule(pl.LightningDataModule):
     collator: the task's collator (SFT, GRPO or classification) on the model's processor.
     vision: the model's vision geometry (frame sizes the processor keeps, vision tokens of a sample).
     synthesize: write a synthetic dataset into ``root`` when it has no data (``preset=tiny``).
-    on_bad_sample: ``raise`` stops at start naming file, row and field; ``skip`` drops and counts.
+    on_bad_sample: ``raise`` stops at the first bad row (at start) or sample (at decode time) naming
+        file, row and field; ``skip`` drops bad rows at start, replaces samples that fail to decode
+        (:class:`SampleDataset`), and counts both.
+    max_bad_fraction: under ``skip``, the run stops with a DataError summarising the skips once the
+        rows dropped at start plus the samples skipped at decode time in the current epoch pass this
+        fraction of a split's rows (:class:`~vlmlab.data.errors.SkipLedger`).
     duration_batching: pack training batches by per-sample cost (:class:`DurationBatching`, or a
         mapping of its fields) instead of a fixed ``batch_size``; None: fixed batches.
     seed: seeds the training order (epoch ``e`` shuffles with ``seed + e``) and the loaders' workers.
@@ -98,6 +152,13 @@ class VisionLanguageDataModule(pl.LightningDataModule):
     yields the rest of that epoch, exactly the batches an uninterrupted run would have seen (for any
     ``num_workers``: the count comes from the trainer, not from how far the sampler ran ahead).
     Data loading never draws from the global RNG, so it does not shift the training RNG stream.
+
+    Skipped samples: every batch of every loop passes :meth:`on_before_batch_transfer` in the main
+    process, which logs each skip note (python logging, warning), counts it in the split's ledger
+    (per epoch: a training epoch, or one validation / test run) and applies ``max_bad_fraction``;
+    :meth:`skipped_in_epoch` gives the count that ``vlmlab.callbacks.skipped_samples`` logs as
+    ``<split>/skipped_samples``. Under DDP each process counts its own batches; the callback sums them
+    at the end of the epoch and checks the total (:meth:`check_skipped`).
     """
 
     def __init__(
@@ -110,6 +171,7 @@ class VisionLanguageDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         synthesize: bool = False,
         on_bad_sample: OnBadSample = "raise",
+        max_bad_fraction: float = 0.01,
         duration_batching: DurationBatching | Mapping[str, Any] | None = None,
         seed: int = 0,
     ):
@@ -122,6 +184,8 @@ class VisionLanguageDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.synthesize = synthesize
         self.on_bad_sample = check_policy(on_bad_sample)
+        self.max_bad_fraction = check_fraction(max_bad_fraction)
+        self.ledgers: dict[str, SkipLedger] = {}  # per split: what was skipped, against its rows
         if isinstance(duration_batching, Mapping):
             duration_batching = DurationBatching(**duration_batching)
         self.duration_batching = duration_batching
@@ -168,17 +232,29 @@ class VisionLanguageDataModule(pl.LightningDataModule):
         """The items of ``checked`` that the bad-sample policy keeps (or a DataError)."""
         return keep_good(checked, self.on_bad_sample)
 
+    def sample_dataset(self, items: Sequence[Any]) -> SampleDataset:
+        """Checked items decoded by :meth:`to_sample` under the bad-sample policy."""
+        return SampleDataset(items, self.to_sample, self.sample_cost, self.on_bad_sample)
+
     def build_split(self, split: Split) -> Dataset | None:
-        """The dataset of ``split``: every place read, checked, filtered by the policy, concatenated."""
+        """The dataset of ``split``: every place read, checked, filtered by the policy, concatenated.
+
+        A concatenation's parts each replace their own bad samples (the next good one of that place).
+        """
         checks = self.read_split(split)
         if checks is None:
             return None
         problems = [p for checked in checks for p in checked.all_problems()]
         if problems and self.on_bad_sample == "raise":
             raise DataError(problems)  # every place's problems at once
-        parts = [SampleDataset(self.keep(checked), self.to_sample, self.sample_cost) for checked in checks]
+        kept = [self.keep(checked) for checked in checks]
+        places = ", ".join(str(checked.where) for checked in checks)
+        rows = sum(len(c.items) + len({p.row for p in c.unattached}) for c in checks)
+        self.ledgers[split] = SkipLedger(
+            split, places or str(self.root), rows, problems[:5], rows - sum(len(k) for k in kept)
+        )
+        parts = [self.sample_dataset(items) for items in kept]
         if not any(len(part) for part in parts):
-            places = ", ".join(str(checked.where) for checked in checks)
             raise DataError.one(places or self.root, "-", "rows", f"the {split} split is empty")
         return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
@@ -206,6 +282,41 @@ class VisionLanguageDataModule(pl.LightningDataModule):
         if split not in self.datasets:
             raise RuntimeError(f"no {split} split: {self.split_hint(split)} (and call setup)")
         return self.datasets[split]
+
+    # ------------------------------------------------------------------ skipped samples
+
+    def _loop(self) -> tuple[Split, Hashable] | None:
+        """The split the trainer's running loop reads and a key of its epoch (a training epoch; one
+        validation or test run: the trainer does not step during it), or None outside of a loop."""
+        trainer = self.trainer
+        stage = trainer.state.stage if trainer is not None else None
+        if stage not in LOOP_SPLITS:
+            return None
+        if stage == RunningStage.TRAINING:
+            return LOOP_SPLITS[stage], (stage.value, trainer.current_epoch)
+        return LOOP_SPLITS[stage], (stage.value, trainer.current_epoch, trainer.global_step)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Count the batch's skip notes in the main process: log each, stop past ``max_bad_fraction``."""
+        loop = self._loop()
+        if loop is None or loop[0] not in self.ledgers:
+            return batch
+        ledger = self.ledgers[loop[0]]
+        ledger.record(loop[1], skip_notes(getattr(batch, "metadata", None) or []))
+        ledger.check(self.max_bad_fraction)  # also the rows dropped at start, before any decode
+        return batch
+
+    def skipped_in_epoch(self, split: str) -> int:
+        """Samples of ``split`` skipped at decode time in the current epoch, in this process."""
+        loop = self._loop()
+        ledger = self.ledgers.get(split)
+        return 0 if loop is None or ledger is None else ledger.count(loop[1])
+
+    def check_skipped(self, split: str, skipped: int) -> None:
+        """Apply ``max_bad_fraction`` to ``skipped`` decode-time skips of ``split`` (e.g. summed over ranks)."""
+        ledger = self.ledgers.get(split)
+        if ledger is not None:
+            ledger.check(self.max_bad_fraction, skipped)
 
     def _collator(self) -> QwenVLCollator:
         if self.collator is None:

@@ -10,7 +10,7 @@ from typing import Any
 from torch.utils.data import DataLoader
 
 from vlmlab.data.base import SampleDataset, Split, VisionLanguageDataModule
-from vlmlab.data.errors import DataError
+from vlmlab.data.errors import Checked, DataError, SkipLedger
 from vlmlab.data.lerobot.frames import LeRobotFrames
 from vlmlab.data.lerobot.local import DEFAULT_CAMERAS, DEFAULT_REPO_ID, read_info, resolve_num_classes
 from vlmlab.data.lerobot.splits import EpisodeSpec, episode_spec, split_episodes
@@ -104,7 +104,14 @@ class LeRobotRewardDataModule(VisionLanguageDataModule):
         return self.frames
 
     def _dataset(self, positions: list[int]) -> SampleDataset[int]:
-        return SampleDataset(positions, self.to_sample, self.sample_cost)
+        return self.sample_dataset(positions)
+
+    def _ledger(self, split: Split, checked: Checked[int], episodes: set[int]) -> SkipLedger:
+        """What the start-of-run checks dropped from the frames of ``episodes``."""
+        frames = self._opened()
+        mine = [found for pos, found in enumerate(checked.problems) if frames.episode(pos) in episodes]
+        dropped = [p for found in mine for p in found]
+        return SkipLedger(split, str(self.root), len(mine), dropped[:5], sum(1 for found in mine if found))
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -113,15 +120,21 @@ class LeRobotRewardDataModule(VisionLanguageDataModule):
             self.root, self.repo_id, self.cameras, self.configured_num_classes
         )
         self._num_classes = frames.num_classes
-        kept = self.keep(frames.checked())
+        checked = frames.checked()
+        kept = self.keep(checked)
         if not kept:
             raise DataError.one(self.root, "-", "rows", "the dataset is empty")
         usable = sorted({frames.episode(pos) for pos in kept})  # episodes with a usable frame
         self.split_episodes = split_episodes(usable, self.val_episodes, self.test_episodes, self.split_seed)
+        # Episodes without a usable frame are in no split: their frames count against train's fraction.
+        unusable = {frames.episode(pos) for pos in checked.items} - set(usable)
         for split, episodes in self.split_episodes.items():
             if episodes:
                 wanted = set(episodes)
                 self.datasets[split] = self._dataset([pos for pos in kept if frames.episode(pos) in wanted])
+                self.ledgers[split] = self._ledger(
+                    split, checked, wanted | (unusable if split == "train" else set())
+                )
         predict = self.split_episodes["test"] if self.predict_episodes is None else self.predict_episodes
         unknown = sorted(set(predict) - set(usable))
         if unknown:

@@ -7,6 +7,7 @@ Problems are printed ``PATH:ROW: field: problem``. ROW is ``-`` for a problem wi
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -148,7 +149,10 @@ class LeRobotFrames:
         """The configured cameras of the frame at ``pos``, in order (DataError naming the camera)."""
         # Without video keys lerobot's own reader works (images as float [C, H, W] in [0, 1]); with
         # them it would try to decode every video, so take its tabular part (videos are not in it).
-        item = self.source.hf_dataset[pos] if self.source.meta.video_keys else self.source[pos]
+        try:
+            item = self.source.hf_dataset[pos] if self.source.meta.video_keys else self.source[pos]
+        except Exception as error:  # datasets decodes every image of the row: PIL, pyarrow, ... errors
+            raise self._unreadable(pos, error) from error
         images = []
         for camera in self.cameras:
             if camera in self.video_cameras:
@@ -159,6 +163,27 @@ class LeRobotFrames:
             except (KeyError, ValueError) as error:
                 raise DataError.one(self.root, pos, camera, f"{error} ({self.where(pos)})") from error
         return images
+
+    def _unreadable(self, pos: int, error: Exception) -> DataError:
+        """The DataError of a row that lerobot cannot read: it names the first image camera whose
+        stored image does not decode (read raw, one camera at a time), else the row."""
+        where = self.where(pos)
+        row = DataError.one(self.root, pos, "row", f"cannot read: {type(error).__name__}: {error} ({where})")
+        try:
+            raw = self.source.hf_dataset.with_format("arrow")[pos : pos + 1]  # undecoded
+        except Exception:  # the row itself cannot be read
+            return row
+        for camera in self.cameras:
+            if camera in self.video_cameras or camera not in raw.column_names:
+                continue
+            value = raw.column(camera)[0].as_py()
+            stored = value if isinstance(value, dict) else {}
+            try:  # as datasets.Image reads it: its bytes, else its path
+                PIL.Image.open(io.BytesIO(stored["bytes"]) if stored.get("bytes") else stored["path"]).load()
+            except Exception as bad:  # PIL reports broken files with many exception types
+                problem = f"does not decode as an image ({type(bad).__name__}: {bad}) ({where})"
+                return DataError.one(self.root, pos, camera, problem)
+        return row
 
     def video_frame(self, pos: int, camera: str) -> np.ndarray:
         """uint8 [H, W, 3] of a video camera at the frame's time, located from lerobot's metadata."""
