@@ -1,4 +1,8 @@
-"""Evaluate: ``python evaluate.py experiment=ct_report_sft ckpt_path=PATH [preset=tiny]``."""
+"""Evaluate: ``python evaluate.py experiment=ct_report_sft ckpt_path=PATH [preset=tiny]``.
+
+Exit status: 0 done; 1 failed (bad data, a config error or a folder it cannot write: one message, no
+traceback; any other error: its traceback); 143 stopped by SIGTERM. See ``vlmlab.exits``.
+"""
 
 import hydra
 from omegaconf import DictConfig

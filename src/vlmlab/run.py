@@ -13,9 +13,11 @@ from typing import Any, TypeVar
 
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from vlmlab import exits
 from vlmlab.checkpoints import resolve_last
 
 log = logging.getLogger(__name__)
@@ -76,23 +78,47 @@ _R = TypeVar("_R")
 
 
 def _logs_failure(run: Callable[[DictConfig], _R]) -> Callable[[DictConfig], _R]:
-    """Log an exception with its traceback, run folder and overrides, then re-raise it.
+    """Report a failed run in its log with its run folder and overrides, then raise again.
+
+    An error that is not a bug (bad data, a config error, a folder it cannot write:
+    :func:`vlmlab.exits.clean_message`) is logged as one message and raised again as
+    :class:`vlmlab.exits.CleanError`, which Hydra prints alone, without a traceback, before exiting 1.
+    Any other exception is logged with its traceback and raised as it is.
 
     Hydra's launchers keep running the other jobs of a sweep and raise only at the end, so the failed
-    job's own log (``<run folder>/train.log``) is where its traceback must be.
+    job's own log (``<run folder>/train.log``) is where its message or traceback must be.
     """
 
     @functools.wraps(run)
     def logged(cfg: DictConfig) -> _R:
         try:
             return run(cfg)
-        except Exception:
+        except Exception as error:
             folder = OmegaConf.select(cfg, "paths.output_dir", throw_on_resolution_failure=False)
             overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-            log.exception("run failed: %s (overrides: %s)", folder, " ".join(overrides))
-            raise
+            header = f"run failed: {folder} (overrides: {' '.join(overrides)})"
+            message = exits.clean_message(error, cfg)
+            if message is None:
+                log.exception(header)
+                raise
+            _log_clean_failure(f"{header}: {message}")
+            # Not `from error`: Hydra would print an OmegaConf cause's message a second time. The error
+            # stays the context, which HYDRA_FULL_ERROR=1 prints with its traceback.
+            raise exits.CleanError(message)  # noqa: B904
 
     return logged
+
+
+def _log_clean_failure(message: str) -> None:
+    """Log a clean failure; in a single run to the log files only, as Hydra prints it on stderr at once
+    (the console would show it twice). A sweep's job logs it everywhere: Hydra raises only at the end."""
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.RUN:
+        record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.handle(record)
+    else:
+        log.error(message)
 
 
 @_logs_failure
@@ -100,7 +126,7 @@ def train(cfg: DictConfig) -> float | None:
     """Fit (and optionally test); returns ``cfg.optimized_metric`` for sweepers."""
     if cfg.get("warm_start_command") and not cfg.model.get("init_from") and cfg.get("ckpt_path") is None:
         # GRPO from a random tiny backbone earns zero reward on every rollout: nothing to learn from.
-        raise ValueError(
+        raise exits.ConfigError(
             f"this run starts from a trained checkpoint: run `{cfg.warm_start_command}` first, then pass "
             "model.init_from=<its run folder>/checkpoints/last.ckpt (or run both: make chain EXPERIMENT=...); "
             "warm_start_command=null starts from the untrained model anyway"
@@ -125,12 +151,15 @@ def train(cfg: DictConfig) -> float | None:
         if cfg.get("validate_before_training", False) and cfg.get("ckpt_path") is None:
             # Logged at step 0: the start the metrics of the run are compared with (a resumed run has
             # its own step 0 already).
-            run.trainer.validate(run.module, datamodule=run.datamodule)
-        run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=ckpt_path)
+            with exits.sigterm_exits(run.trainer):
+                run.trainer.validate(run.module, datamodule=run.datamodule)
+        with exits.sigterm_exits(run.trainer):
+            run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in run.trainer.callback_metrics.items()}
     if cfg.get("test", False):
         best = run.trainer.checkpoint_callback.best_model_path if run.trainer.checkpoint_callback else ""
-        run.trainer.test(run.module, datamodule=run.datamodule, ckpt_path=best or None)
+        with exits.sigterm_exits(run.trainer):
+            run.trainer.test(run.module, datamodule=run.datamodule, ckpt_path=best or None)
         metrics.update({k: float(v) for k, v in run.trainer.callback_metrics.items()})
     log.info("final metrics: %s", metrics)
     if cfg.get("optimized_metric") and cfg.optimized_metric not in metrics:
@@ -140,22 +169,25 @@ def train(cfg: DictConfig) -> float | None:
     return metrics.get(cfg.get("optimized_metric") or "")
 
 
+@_logs_failure
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Score ``cfg.ckpt_path`` on the test split: predictions.jsonl, metrics.json, TensorBoard."""
     checkpoint = Path(cfg.ckpt_path)
     if not checkpoint.exists():
-        raise FileNotFoundError(
+        raise exits.MissingPath(
             f"ckpt_path={cfg.ckpt_path!r} is not a checkpoint (a file, or a DeepSpeed checkpoint folder: "
             "evaluate that with the same strategy)"
         )
     run = build(cfg, predictions_file=cfg.predictions_file)
     if cfg.get("predict", False):
         # Prediction writers (callbacks, e.g. EpisodeRewardWriter) write what the predictions mean.
-        run.trainer.predict(
-            run.module, datamodule=run.datamodule, ckpt_path=str(checkpoint), return_predictions=False
-        )
+        with exits.sigterm_exits(run.trainer):
+            run.trainer.predict(
+                run.module, datamodule=run.datamodule, ckpt_path=str(checkpoint), return_predictions=False
+            )
         return {}
-    results = run.trainer.test(run.module, datamodule=run.datamodule, ckpt_path=str(checkpoint))
+    with exits.sigterm_exits(run.trainer):
+        results = run.trainer.test(run.module, datamodule=run.datamodule, ckpt_path=str(checkpoint))
     metrics = {k: float(v) for k, v in results[0].items()} if results else {}
     Path(cfg.metrics_file).parent.mkdir(parents=True, exist_ok=True)
     # A mean over no samples is NaN, which strict JSON has no word for: it is written as null.
