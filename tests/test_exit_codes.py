@@ -27,9 +27,6 @@ from tests.helpers import OFFLINE, ROOT, run_script
 from vlmlab import exits
 from vlmlab.data.errors import DataError
 
-# Until conf/hydra/default.yaml registers the callback under hydra.callbacks, a run names it itself.
-RUN_FOLDER_CHECK = "++hydra.callbacks.run_folder._target_=vlmlab.exits.RunFolderCheck"
-
 
 def tiny(tmp: Path, *overrides: str, script: str = "train.py", run_dir: bool = True) -> list[str]:
     """A tiny CT-report run with its data and logs under ``tmp``, its run folder ``tmp/run``."""
@@ -105,7 +102,7 @@ def test_evaluate_reports_a_missing_checkpoint_and_a_config_error_in_one_message
 def test_a_run_folder_through_a_regular_file_stops_naming_it(tmp_path: Path) -> None:
     """paths.log_dir (and so hydra.run.dir) under a regular file: ENOTDIR, for root too."""
     (tmp_path / "a_file").write_text("not a folder\n")
-    args = tiny(tmp_path, RUN_FOLDER_CHECK, f"paths.log_dir={tmp_path}/a_file/logs", run_dir=False)
+    args = tiny(tmp_path, f"paths.log_dir={tmp_path}/a_file/logs", run_dir=False)
     result = run_script(args, timeout=300, expect=None)
     assert_one_clean_message(result, f"{tmp_path}/a_file: Not a directory (ENOTDIR)")
     assert f"cannot write the run folder {tmp_path}/a_file/logs/ct_report_sft/runs/" in result.stderr
@@ -117,7 +114,7 @@ def test_a_read_only_run_folder_stops_naming_it(tmp_path: Path) -> None:
     read_only.mkdir()
     read_only.chmod(stat.S_IRUSR | stat.S_IXUSR)  # 0o500
     try:
-        args = tiny(tmp_path, RUN_FOLDER_CHECK, f"hydra.run.dir={read_only}/run")
+        args = tiny(tmp_path, f"hydra.run.dir={read_only}/run")
         result = run_script(args, timeout=300, expect=None)
     finally:
         read_only.chmod(stat.S_IRWXU)
