@@ -624,3 +624,13 @@ def test_synth_options_reach_the_writer(tmp_path: Path) -> None:
         assert end - start <= max(1.0, 0.2 * row["duration"]) + 1e-9  # 1 s (fps frames) is the shortest window
     with pytest.raises(ValueError, match="max_window"):
         write(tmp_path / "bad", max_window=0.0)
+
+
+def test_window_step_aligns_windows_with_temporal_patches(tmp_path: Path) -> None:
+    paths = write(tmp_path, num_train=12, num_val=0, num_test=0, fps=2, window_step=2, max_window=0.4, seed=1)
+    for row in rows(paths["train"]):
+        frames = [round(t * 2) for t in (*row["timestamp"], row["duration"])]
+        assert all(f % 2 == 0 for f in frames)  # start, end and clip length are whole 2-frame patches
+        assert row["timestamp"][1] - row["timestamp"][0] >= 1.0
+    with pytest.raises(ValueError, match="window_step"):
+        write(tmp_path / "bad", window_step=0)

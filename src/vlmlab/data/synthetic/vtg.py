@@ -69,6 +69,7 @@ def write(
     fps: int = 4,
     distractor: bool = False,
     max_window: float = 0.5,
+    window_step: int = 1,
     seed: int = 0,
 ) -> dict[str, Path]:
     """Write a synthetic temporal grounding set in the recipe's JSONL format; return the split files.
@@ -78,7 +79,8 @@ def write(
     ``video_dir``). Each annotated clip lasts 4-10 s on a dark grey background; a square of one
     colour (:data:`COLOURS`) is visible exactly during frames ``[a, b)``, i.e. the window
     ``timestamp = [a / fps, b / fps]`` seconds (1 s to ``max_window`` of the clip), and the sentence names the
-    colour (:data:`SENTENCES`). With ``distractor``, a square of another colour is shown during a
+    colour (:data:`SENTENCES`). ``window_step``: the clip length and the window's edges are multiples of
+    this many frames (2 aligns them with Qwen's two-frame temporal patches). With ``distractor``, a square of another colour is shown during a
     disjoint window.
 
     Row variety (by case index ``i``): ``i % 3 == 1`` files have 1-2 s of extra video before and
@@ -92,6 +94,8 @@ def write(
         raise ValueError(f"size must be even and >= 32 (H.264 yuv420p), got {size}")
     if fps < 1:
         raise ValueError(f"fps must be >= 1, got {fps}")
+    if window_step < 1:
+        raise ValueError(f"window_step must be >= 1, got {window_step}")
     if not 0 < max_window <= 1:
         raise ValueError(f"max_window must be in (0, 1], got {max_window}")
     if min(num_train, num_val, num_test) < 0:
@@ -108,9 +112,13 @@ def write(
         lines = []
         for _ in range(count):
             case = f"vtg_{index:0{width}d}"
-            n = int(rng.integers(_MIN_SECONDS * fps, _MAX_SECONDS * fps + 1))  # clip frames
-            length = int(rng.integers(fps, max(fps, int(n * max_window)) + 1))
-            a = int(rng.integers(0, n - length + 1))
+            step = window_step  # every draw below is a multiple of it (step 1: any frame)
+            n = step * int(
+                rng.integers(-(-_MIN_SECONDS * fps // step), _MAX_SECONDS * fps // step + 1)
+            )  # clip frames
+            shortest = -(-fps // step)  # at least 1 s
+            length = step * int(rng.integers(shortest, max(shortest, int(n * max_window) // step) + 1))
+            a = step * int(rng.integers(0, (n - length) // step + 1))
             b = a + length
             colour = names[int(rng.integers(len(names)))]
             sentence = SENTENCES[int(rng.integers(len(SENTENCES)))].format(colour)
