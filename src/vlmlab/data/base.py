@@ -23,6 +23,7 @@ from pytorch_lightning.trainer.states import RunningStage, TrainerFn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from vlmlab.compat.lightning import batches_done, uses_distributed_sampler
+from vlmlab.data.checks import Check, check_level, start_of_run
 from vlmlab.data.collate import QwenVLCollator
 from vlmlab.data.errors import (
     SKIPPED_KEY,
@@ -143,6 +144,8 @@ class VisionLanguageDataModule(pl.LightningDataModule):
     max_bad_fraction: under ``skip``, the run stops with a DataError summarising the skips once the
         rows dropped at start plus the samples skipped at decode time in the current epoch pass this
         fraction of a split's rows (:class:`~vlmlab.data.errors.SkipLedger`).
+    check: what the start-of-run checks read (:meth:`read_split`): ``headers`` (default) or ``full``,
+        every sample decoded as the validator does (:mod:`vlmlab.data.checks`).
     duration_batching: pack training batches by per-sample cost (:class:`DurationBatching`, or a
         mapping of its fields) instead of a fixed ``batch_size``; None: fixed batches.
     seed: seeds the training order (epoch ``e`` shuffles with ``seed + e``) and the loaders' workers.
@@ -172,6 +175,7 @@ class VisionLanguageDataModule(pl.LightningDataModule):
         synthesize: bool = False,
         on_bad_sample: OnBadSample = "raise",
         max_bad_fraction: float = 0.01,
+        check: Check = "headers",
         duration_batching: DurationBatching | Mapping[str, Any] | None = None,
         seed: int = 0,
     ):
@@ -185,6 +189,7 @@ class VisionLanguageDataModule(pl.LightningDataModule):
         self.synthesize = synthesize
         self.on_bad_sample = check_policy(on_bad_sample)
         self.max_bad_fraction = check_fraction(max_bad_fraction)
+        self.check = check_level(check)
         self.ledgers: dict[str, SkipLedger] = {}  # per split: what was skipped, against its rows
         if isinstance(duration_batching, Mapping):
             duration_batching = DurationBatching(**duration_batching)
@@ -196,8 +201,8 @@ class VisionLanguageDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ what a source implements
 
     def read_split(self, split: Split) -> list[Checked] | None:
-        """The items of ``split`` with their problems, one :class:`Checked` per place read (a file,
-        a folder); None when the split is not configured."""
+        """The items of ``split`` with their problems found at the level :attr:`check`, one
+        :class:`Checked` per place read (a file, a folder); None when the split is not configured."""
         raise NotImplementedError
 
     def to_sample(self, item: Any) -> Sample:
@@ -241,21 +246,13 @@ class VisionLanguageDataModule(pl.LightningDataModule):
 
         A concatenation's parts each replace their own bad samples (the next good one of that place).
         """
-        checks = self.read_split(split)
+        checks = self.read_split(split)  # read at the level of data.check
         if checks is None:
             return None
-        problems = [p for checked in checks for p in checked.all_problems()]
-        if problems and self.on_bad_sample == "raise":
-            raise DataError(problems)  # every place's problems at once
-        kept = [self.keep(checked) for checked in checks]
-        places = ", ".join(str(checked.where) for checked in checks)
-        rows = sum(len(c.items) + len({p.row for p in c.unattached}) for c in checks)
-        self.ledgers[split] = SkipLedger(
-            split, places or str(self.root), rows, problems[:5], rows - sum(len(k) for k in kept)
-        )
+        kept, self.ledgers[split] = start_of_run(split, checks, self.on_bad_sample, self.root)
         parts = [self.sample_dataset(items) for items in kept]
         if not any(len(part) for part in parts):
-            raise DataError.one(places or self.root, "-", "rows", f"the {split} split is empty")
+            raise DataError.one(self.ledgers[split].where, "-", "rows", f"the {split} split is empty")
         return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
     def prepare_data(self) -> None:

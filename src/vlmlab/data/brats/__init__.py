@@ -15,6 +15,7 @@ from vlmlab.data.brats.render import DEFAULT_FRAMES, BratsRender, fit_render, ma
 from vlmlab.data.brats.sources import (
     BratsCase,
     BratsSource,
+    check_cases,
     detect_kind,
     find_cases,
     read_source,
@@ -34,6 +35,7 @@ __all__ = [
     "NiftiCase",
     "TumourTruth",
     "VideoCase",
+    "check_cases",
     "detect_kind",
     "find_brats_cases",
     "find_cases",

@@ -62,7 +62,7 @@ class BratsDataModule(VisionLanguageDataModule):
         sources = self.sources[split]
         if not sources:
             return None
-        return [read_source(s, self.source_path(s), self.render.slice_axis) for s in sources]
+        return [read_source(s, self.source_path(s), self.render.slice_axis, self.check) for s in sources]
 
     def setup(self, stage: str | None = None) -> None:
         if self.vision is not None:

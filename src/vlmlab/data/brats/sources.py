@@ -15,6 +15,7 @@ from vlmlab.data.brats.folders import find_brats_cases, find_msd_cases, is_case_
 from vlmlab.data.brats.nifti import NiftiCase
 from vlmlab.data.brats.render import BratsRender
 from vlmlab.data.brats.video import ANNOTATION_SUFFIXES, VideoCase, find_video_cases
+from vlmlab.data.checks import Check, decodes, level_of
 from vlmlab.data.errors import Checked, DataError, DataProblem
 from vlmlab.data.sample import Sample
 
@@ -23,6 +24,7 @@ __all__ = [
     "BratsCase",
     "BratsSource",
     "Kind",
+    "check_cases",
     "detect_kind",
     "find_cases",
     "read_source",
@@ -110,15 +112,26 @@ def find_cases(source: BratsSource, path: Path) -> list[NiftiCase | VideoCase]:
     return list(find_video_cases(path))
 
 
+def check_cases(
+    cases: list[BratsCase], check: Check = "headers", slice_axis: int = 2
+) -> list[list[DataProblem]]:
+    """The start-of-run check of a source's cases, the validator's and training's (``data.check``): each
+    case's problems. ``headers``: files exist, headers agree in shape, annotation fields, a video's box
+    inside its header's frames; ``full``: also every voxel (finite, a tumour in the segmentation) and
+    every frame of a video."""
+    decode = decodes(check)
+    return [case.check(decode, slice_axis) for case in cases]
+
+
 def read_source(
-    source: BratsSource, path: Path, slice_axis: int = 2, decode: bool = False
+    source: BratsSource, path: Path, slice_axis: int = 2, check: Check = "headers"
 ) -> Checked[BratsCase]:
-    """The cases of a source with each case's problems (existence, headers and fields; ``decode``:
-    every voxel / frame too). A DataError when the source itself is unusable or has no case."""
+    """The cases of a source with each case's problems at the level ``check`` (:func:`check_cases`).
+    A DataError when the source itself is unusable or has no case."""
     cases = [BratsCase(str(source.name), case) for case in find_cases(source, path)]
     if not cases:
         raise DataError.one(path, "-", "cases", f"no {source.kind} cases found")
-    return Checked(path, cases, [case.check(decode, slice_axis) for case in cases])
+    return Checked(path, cases, check_cases(cases, check, slice_axis))
 
 
 def validate_file(path: str | Path, decode: bool = True) -> list[DataProblem]:
@@ -143,13 +156,12 @@ def validate_file(path: str | Path, decode: bool = True) -> list[DataProblem]:
     total = 0
     for kind, where in paths:
         try:
-            cases = find_cases(BratsSource(kind, str(where)), where)
+            cases = [BratsCase("", case) for case in find_cases(BratsSource(kind, str(where)), where)]
         except DataError as error:
             problems += error.problems
             continue
         total += len(cases)
-        for case in cases:
-            problems += BratsCase("", case).check(decode)
+        problems += [p for found in check_cases(cases, level_of(decode)) for p in found]
     if total == 0 and not problems:
         problems.append(DataProblem(str(path), "-", "cases", "no cases found"))
     return problems

@@ -4,6 +4,6 @@
 """
 
 from vlmlab.data.ct_report.datamodule import CTReportDataModule
-from vlmlab.data.ct_report.rows import read_rows, validate_file
+from vlmlab.data.ct_report.rows import check_file, read_rows, validate_file
 
-__all__ = ["CTReportDataModule", "read_rows", "validate_file"]
+__all__ = ["CTReportDataModule", "check_file", "read_rows", "validate_file"]

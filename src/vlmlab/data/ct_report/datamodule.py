@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from vlmlab.data.base import Split, SplitFilesDataModule
-from vlmlab.data.ct_report.rows import ReportRow, read_rows, to_sample
+from vlmlab.data.ct_report.rows import ReportRow, check_file, to_sample
 from vlmlab.data.errors import Checked
 from vlmlab.data.sample import Sample
 from vlmlab.data.volume import VolumeFrames, load_volume
@@ -37,7 +37,7 @@ class CTReportDataModule(SplitFilesDataModule):
         self.synth_options = dict(synth_options or {})
 
     def read_file(self, path: Path, split: Split) -> list[Checked]:
-        return [read_rows(path)]
+        return check_file(path, self.check)
 
     def to_sample(self, item: ReportRow) -> Sample:
         return to_sample(item, self.frames)

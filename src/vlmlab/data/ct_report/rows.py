@@ -12,13 +12,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vlmlab.data.checks import Check, decodes, level_of, problems_of
 from vlmlab.data.errors import Checked, DataError, DataProblem
 from vlmlab.data.files import read_json
 from vlmlab.data.sample import Sample
 from vlmlab.data.volume import VolumeError, VolumeFrames, load_volume
 from vlmlab.tasks.report import ReportTarget
 
-__all__ = ["VIDEO_PLACEHOLDER", "ReportRow", "check_row", "read_rows", "to_sample", "validate_file"]
+__all__ = [
+    "VIDEO_PLACEHOLDER",
+    "ReportRow",
+    "check_file",
+    "check_row",
+    "read_rows",
+    "to_sample",
+    "validate_file",
+]
 
 VIDEO_PLACEHOLDER = "<video>"
 
@@ -98,12 +107,16 @@ def read_rows(path: Path, decode: bool = False) -> Checked[ReportRow]:
     return Checked(path, items, [check_row(item.row, item.index, path, decode) for item in items])
 
 
+def check_file(path: str | Path, check: Check = "headers") -> list[Checked[ReportRow]]:
+    """The start-of-run check of a report JSON file, the validator's and training's (``data.check``):
+    ``headers`` reads every row and each volume's header (existence, rank); ``full`` reads every
+    voxel too (finite values). A DataError when the file itself is unusable."""
+    return [read_rows(Path(path), decodes(check))]
+
+
 def validate_file(path: str | Path, decode: bool = True) -> list[DataProblem]:
     """Every problem of a report JSON file (``python -m vlmlab.tools.validate ct_report PATH``)."""
-    try:
-        return read_rows(Path(path), decode).all_problems()
-    except DataError as error:
-        return error.problems
+    return problems_of(lambda: check_file(path, level_of(decode)))
 
 
 def to_sample(item: ReportRow, frames: VolumeFrames) -> Sample:

@@ -120,7 +120,7 @@ class LeRobotRewardDataModule(VisionLanguageDataModule):
             self.root, self.repo_id, self.cameras, self.configured_num_classes
         )
         self._num_classes = frames.num_classes
-        checked = frames.checked()
+        checked = frames.checked(self.check)
         kept = self.keep(checked)
         if not kept:
             raise DataError.one(self.root, "-", "rows", "the dataset is empty")

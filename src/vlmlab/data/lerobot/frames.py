@@ -16,6 +16,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from vlmlab.data.checks import Check, decodes, level_of, problems_of
 from vlmlab.data.errors import Checked, DataError, DataProblem
 from vlmlab.data.lerobot.local import (
     DEFAULT_CAMERAS,
@@ -138,11 +139,16 @@ class LeRobotFrames:
                 problems.append(DataProblem(root, pos, "task", f"empty task ({self.where(pos)})"))
         return sorted(problems, key=lambda p: int(p.row))
 
-    def checked(self) -> Checked[int]:
-        """Every position with its problems (labels and tasks: no pixels are decoded)."""
+    def checked(self, check: Check = "headers") -> Checked[int]:
+        """The start-of-run check, the validator's and training's (``data.check``): every position with
+        its problems. ``headers``: labels and tasks (no pixels decoded); ``full``: also every camera
+        of every frame decodes at its declared size (:meth:`decode_problems`)."""
         found: list[list[DataProblem]] = [[] for _ in range(len(self))]
         for problem in self.problems():
             found[int(problem.row)].append(problem)
+        if decodes(check):  # every frame (a late frame of an episode can be the bad one) not bad already
+            for pos in range(len(self)):
+                found[pos] = found[pos] or self.decode_problems(pos)
         return Checked(self.root, list(range(len(self))), found)
 
     def camera_images(self, pos: int) -> list[PIL.Image.Image]:
@@ -246,17 +252,7 @@ def validate_file(
     """Every problem of a LeRobot dataset folder (``python -m vlmlab.tools.validate lerobot ROOT``).
 
     Metadata (info.json, cameras, reward_bins, tasks, files), every frame's label and task; with
-    ``decode``, each camera of the first frame of every episode decodes at its declared size.
+    ``decode``, every camera of every frame decodes at its declared size (:meth:`LeRobotFrames.checked`).
     """
-    try:
-        frames = LeRobotFrames(path, repo_id, cameras, num_classes)
-    except DataError as error:
-        return error.problems
-    problems = frames.problems()
-    if decode:
-        first: dict[int, int] = {}
-        for pos in range(len(frames)):
-            first.setdefault(frames.episode(pos), pos)
-        for pos in first.values():
-            problems += frames.decode_problems(pos)
-    return problems
+    check = level_of(decode)
+    return problems_of(lambda: [LeRobotFrames(path, repo_id, cameras, num_classes).checked(check)])

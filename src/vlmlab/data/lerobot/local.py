@@ -27,6 +27,7 @@ __all__ = [
     "REWARD_KEY",
     "camera_features",
     "check_metadata",
+    "frame_table_problems",
     "open_local_dataset",
     "read_info",
     "resolve_num_classes",
@@ -151,9 +152,68 @@ def check_metadata(root: Path, info: dict[str, Any], cameras: Sequence[str]) -> 
     if not any((root / "meta" / "episodes").glob("*/*.parquet")):
         bad(root / "meta" / "episodes", "file", "no meta/episodes/chunk-*/file-*.parquet file")
         return problems
+    if not problems:
+        problems += frame_table_problems(root, info)
     videos = [c for c in cameras if isinstance(features.get(c), dict) and features[c].get("dtype") == "video"]
     if videos and not problems:
         problems += _video_file_problems(root, info, videos)
+    return problems
+
+
+def _parquet_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*/*.parquet"))  # lerobot's order (load_nested_dataset)
+
+
+def frame_table_problems(root: Path, info: dict[str, Any]) -> list[DataProblem]:
+    """What lerobot would meet loading the frame tables, named by file, row and field (lerobot names
+    neither): a data file it cannot read, a frame whose ``reward_bins`` has another length than
+    info.json declares (lerobot fails the whole dataset with ``DatasetGenerationError``), and an
+    episode of ``meta/episodes`` whose frames are not all in ``data/`` (lerobot blames missing files).
+    Reads two columns, no pixels. ROW is the row in that parquet file."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    shape = info["features"].get(REWARD_KEY, {}).get("shape")
+    declared = int(shape[0]) if isinstance(shape, list | tuple) and len(shape) == 1 else 1
+    problems: list[DataProblem] = []
+
+    def table(file: Path, columns: list[str]) -> pa.Table | None:
+        try:
+            return pq.read_table(file, columns=columns)
+        except Exception as error:  # pyarrow raises many types for a broken or foreign file
+            problems.append(
+                DataProblem(str(file), "-", "file", f"cannot read: {type(error).__name__}: {error}")
+            )
+            return None
+
+    frames: dict[int, int] = {}  # episode -> its frames in data/
+    for file in _parquet_files(root / "data"):
+        read = table(file, ["episode_index", REWARD_KEY])
+        if read is None:
+            continue
+        episodes = read.column("episode_index").to_numpy()
+        for episode, count in zip(*np.unique(episodes, return_counts=True), strict=True):
+            frames[int(episode)] = frames.get(int(episode), 0) + int(count)
+        kind = read.schema.field(REWARD_KEY).type
+        if declared == 1 or (pa.types.is_fixed_size_list(kind) and kind.list_size == declared):
+            continue  # a scalar, or every row of the declared length by its type
+        listed = pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+        lengths = pc.list_value_length(read.column(REWARD_KEY)).to_pylist() if listed else [None] * len(read)
+        for row, length in enumerate(lengths):
+            if length != declared:
+                got = "not a vector" if length is None else f"{length} values"
+                problem = f"{got}, info.json declares shape [{declared}] (episode {episodes[row]})"
+                problems.append(DataProblem(str(file), row, REWARD_KEY, problem))
+    if problems:
+        return problems
+    for file in _parquet_files(root / "meta" / "episodes"):
+        read = table(file, ["episode_index", "length"])
+        for row, episode in enumerate(read.to_pylist() if read is not None else []):
+            found = frames.get(int(episode["episode_index"]), 0)
+            if found != episode["length"]:
+                problem = f"episode {episode['episode_index']} has {found} of its {episode['length']} frames in data/"
+                problems.append(DataProblem(str(file), row, "length", problem))
     return problems
 
 

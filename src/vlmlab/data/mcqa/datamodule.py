@@ -8,8 +8,8 @@ from typing import Any
 
 from vlmlab.data.base import Split, SplitFilesDataModule
 from vlmlab.data.errors import Checked
-from vlmlab.data.mcqa.rows import MCQARow, read_rows, to_sample
-from vlmlab.data.mcqa.table import MCQATable, base_dir_of, find_sources
+from vlmlab.data.mcqa.rows import MCQARow, check_file, to_sample
+from vlmlab.data.mcqa.table import base_dir_of, find_sources
 from vlmlab.data.sample import Sample
 
 __all__ = ["MCQADataModule"]
@@ -49,7 +49,7 @@ class MCQADataModule(SplitFilesDataModule):
         return train is None or bool(find_sources(train))
 
     def read_file(self, path: Path, split: Split) -> list[Checked]:
-        return read_rows(MCQATable(path))
+        return check_file(path, self.check)
 
     def to_sample(self, item: MCQARow) -> Sample:
         return to_sample(item.record(), item.index, item.path, self.max_images, base_dir_of(item.path))

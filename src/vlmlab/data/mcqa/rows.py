@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vlmlab.data.errors import Checked, DataError, DataProblem, problems_in
+from vlmlab.data.checks import Check, decodes, level_of, problems_of
+from vlmlab.data.errors import Checked, DataError, DataProblem
 from vlmlab.data.mcqa.images import ImageProblem, image_reference_problem, load_image
 from vlmlab.data.mcqa.table import MCQATable, base_dir_of
 from vlmlab.data.sample import Sample
@@ -31,6 +32,7 @@ __all__ = [
     "REQUIRED_FIELDS",
     "MCQARow",
     "check_fields",
+    "check_file",
     "check_images",
     "check_row",
     "read_rows",
@@ -156,16 +158,24 @@ def read_rows(table: MCQATable, decode: bool = False) -> list[Checked[MCQARow]]:
     return checks
 
 
+def check_file(spec: str | Path, check: Check = "headers") -> list[Checked[MCQARow]]:
+    """The start-of-run check of an MCQA split, the validator's and training's (``data.check``), one
+    :class:`Checked` per source: ``headers`` checks every row's fields and that each image carries
+    bytes or names an existing file; ``full`` decodes every image. A DataError when a source cannot be
+    read.
+
+    spec: a parquet file, a glob, a folder of parquet files or a ``save_to_disk`` folder.
+    """
+    return read_rows(MCQATable(spec), decodes(check))
+
+
 def validate_file(path: str | Path, decode: bool = True) -> list[DataProblem]:
     """Every problem of an MCQA dataset (``python -m vlmlab.tools.validate mcqa PATH``).
 
     path: a parquet file, a glob, a folder of parquet files or a ``save_to_disk`` folder.
     decode: decode every image; otherwise only check that each carries bytes or names a file.
     """
-    try:
-        return problems_in(read_rows(MCQATable(path), decode))
-    except DataError as error:
-        return error.problems
+    return problems_of(lambda: check_file(path, level_of(decode)))
 
 
 def sample_id(row: dict[str, Any]) -> str:

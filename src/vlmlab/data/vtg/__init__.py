@@ -6,12 +6,13 @@
 """
 
 from vlmlab.data.vtg.datamodule import VTGDataModule
-from vlmlab.data.vtg.rows import VTGRow, check_row, read_rows, sample_ids, validate_file
+from vlmlab.data.vtg.rows import VTGRow, check_file, check_row, read_rows, sample_ids, validate_file
 from vlmlab.data.vtg.samples import to_sample
 
 __all__ = [
     "VTGDataModule",
     "VTGRow",
+    "check_file",
     "check_row",
     "read_rows",
     "sample_ids",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,7 @@ from vlmlab.data.base import Split, SplitFilesDataModule
 from vlmlab.data.errors import Checked
 from vlmlab.data.sample import Sample
 from vlmlab.data.video import VideoFrames
-from vlmlab.data.vtg.rows import VTGRow, read_rows
+from vlmlab.data.vtg.rows import VTGRow, check_file
 from vlmlab.data.vtg.samples import to_sample
 from vlmlab.tasks.grounding import TemporalFormat
 
@@ -49,7 +49,7 @@ class VTGDataModule(SplitFilesDataModule):
         self.synth_options = dict(synth_options or {})
 
     def read_file(self, path: Path, split: Split) -> list[Checked]:
-        return [read_rows(path, self.video_dir, training=split == "train")]
+        return check_file(path, self.check, self.video_dir, training=split == "train")
 
     def to_sample(self, item: VTGRow) -> Sample:
         return to_sample(item, self.frames if item.training else self.eval_frames, self.temporal)

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vlmlab.data.errors import Checked, DataError, DataProblem
+from vlmlab.data.checks import Check, decodes, level_of, problems_of
+from vlmlab.data.errors import Checked, DataProblem
 from vlmlab.data.files import read_jsonl
 from vlmlab.data.video import VideoError, VideoFrames, clip_frames, open_video, read_video
 
@@ -35,6 +36,7 @@ __all__ = [
     "OPTIONAL",
     "REQUIRED",
     "VTGRow",
+    "check_file",
     "check_row",
     "read_rows",
     "sample_ids",
@@ -246,6 +248,21 @@ def read_rows(
     return Checked(path, items, problems, unattached)
 
 
+def check_file(
+    path: str | Path, check: Check = "headers", video_dir: str | Path | None = None, training: bool = False
+) -> list[Checked[VTGRow]]:
+    """The start-of-run check of a grounding JSONL file, the validator's and training's (``data.check``):
+    ``headers`` checks every row's fields and that its video file exists; ``full`` also opens each
+    video, checks the trim and the duration against it, and decodes the clip's first and last frames
+    (:func:`check_row`). A DataError when the file itself cannot be read.
+
+    video_dir: where relative ``video`` paths start (default: the file's folder). training: the rows
+    are the training split's (:attr:`VTGRow.training`).
+    """
+    start = Path(video_dir) if video_dir is not None else None
+    return [read_rows(Path(path), start, decodes(check), training)]
+
+
 def validate_file(
     path: str | Path, decode: bool = True, video_dir: str | Path | None = None
 ) -> list[DataProblem]:
@@ -258,11 +275,6 @@ def validate_file(
     files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
     if not files:
         return [DataProblem(str(path), "-", "file", "no *.jsonl annotation file in this folder")]
-    start = Path(video_dir) if video_dir is not None else None
-    problems: list[DataProblem] = []
-    for file in files:
-        try:
-            problems += read_rows(file, start, decode).all_problems()
-        except DataError as error:
-            problems += error.problems
-    return problems
+    return [
+        p for file in files for p in problems_of(lambda f=file: check_file(f, level_of(decode), video_dir))
+    ]
