@@ -358,8 +358,8 @@ def test_video_problems_name_the_mp4(video_root: Path, tmp_path: Path) -> None:
     dataset = frame_dataset(corrupt)
     assert validate_file(corrupt, decode=False) == []
     problems = [str(p) for p in validate_file(corrupt)]
-    assert len(problems) == 3  # the first frame of each episode (positions 0, 3, 6)
-    assert [p.split(": ")[0] for p in problems] == [f"{corrupt / relative}:{pos}" for pos in (0, 3, 6)]
+    assert len(problems) == 9  # every frame of every episode (positions 0 to 8)
+    assert [p.split(": ")[0] for p in problems] == [f"{corrupt / relative}:{pos}" for pos in range(9)]
     assert all(f": {LEFT}: cannot decode" in p for p in problems)
     with pytest.raises(DataError, match=f"{LEFT}: cannot decode"):
         dataset[3]
