@@ -233,6 +233,20 @@ def test_callback_logs_the_constant_once_a_run_to_tensorboard(tmp_path: Path) ->
     assert scalars["val/mcqa/unparsable_constant"] == [0.0]
 
 
+def test_callback_is_not_logged_again_after_a_resume(tmp_path: Path) -> None:
+    targets = [letter("A"), letter("B"), letter("B"), letter("B")]
+    first = fit_trainer(
+        tmp_path / "a", max_epochs=1, enable_checkpointing=True, default_root_dir=tmp_path / "a"
+    )
+    first.fit(AlwaysA(), *loaders(targets))
+    (ckpt,) = (tmp_path / "a").rglob("*.ckpt")
+    resumed = fit_trainer(tmp_path / "b", max_epochs=2)
+    resumed.fit(AlwaysA(), *loaders(targets), ckpt_path=str(ckpt))
+    scalars = scalar_events(resumed.logger.log_dir)
+    assert len(scalars["val/mcqa/accuracy"]) == 1  # the resumed epoch validates
+    assert "val/mcqa/accuracy_constant" not in scalars  # the checkpoint says the baseline was logged
+
+
 def test_callback_scores_the_classifier_with_its_majority_class(tmp_path: Path) -> None:
     targets = [{"label": 1}, {"label": 0}, {"label": 1}]
     trainer = fit_trainer(tmp_path, max_epochs=1, num_sanity_val_steps=0, logger=False)

@@ -55,6 +55,13 @@ class ConstantBaseline(pl.Callback):
         self.targets: list[Mapping[str, Any]] = []
         self.done = False
 
+    # Checkpointed, so that a resumed run does not log the baseline a second time at a later step.
+    def state_dict(self) -> dict[str, Any]:
+        return {"done": self.done}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.done = bool(state_dict.get("done", False))
+
     def _collecting(self, trainer: pl.Trainer) -> bool:
         return not self.done and not trainer.sanity_checking
 
