@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import compose_config, run_script
+from vlmlab.exits import CleanError
 from vlmlab.run import train
 from vlmlab.tools.results import read_scalars, summarise
 
@@ -21,7 +22,8 @@ from vlmlab.tools.results import read_scalars, summarise
 def test_tiny_grpo_refuses_a_random_start_naming_the_sft_command(experiment: str, tmp_path: Path) -> None:
     cfg = compose_config("train", [f"experiment={experiment}", "preset=tiny"], tmp_path)
     sft = experiment.replace("_grpo", "_sft")
-    with pytest.raises(ValueError, match=f"run `python train.py experiment={sft} preset=tiny` first"):
+    # run.train turns the refusal into the one-line error Hydra prints (vlmlab.exits.CleanError).
+    with pytest.raises(CleanError, match=f"run `python train.py experiment={sft} preset=tiny` first"):
         train(cfg)
 
 

@@ -52,7 +52,9 @@ def test_demo_halves_the_loss_and_logs_validation_metrics(demo_run: tuple[Path, 
     # validate_before_training: a validation pass at step 0, then the fit's own; the constant baseline once.
     rouge = events.Scalars("val/report/rouge_l")
     assert rouge[0].step == 0 and len(rouge) >= 2 and rouge[-1].step > 0
-    assert len(events.Scalars("val/report/rouge_l_constant")) == 1
+    (constant,) = events.Scalars("val/report/rouge_l_constant")
+    # The demo reads its volumes: the reports beat the best input-independent report (issue 10).
+    assert rouge[-1].value > constant.value + 0.10, (rouge[-1].value, constant.value)
     assert "val/completions" in {t.rsplit("/text_summary", 1)[0] for t in events.Tags()["tensors"]}
     checkpoints = run_dir / "checkpoints"
     assert (checkpoints / "last.ckpt").exists()
