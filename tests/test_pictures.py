@@ -264,7 +264,9 @@ SHORT = [
     "trainer.limit_val_batches=1",
     "trainer.limit_test_batches=1",
     "trainer.check_val_every_n_epoch=1",
+    "trainer.val_check_interval=1.0",  # some tiny presets validate every N steps
     "trainer.log_every_n_steps=1",
+    "data.batch_size=4",
     "task.module.generation.max_new_tokens=8",
     "~callbacks.hf_export",
 ]
