@@ -621,7 +621,9 @@ def test_synth_options_reach_the_writer(tmp_path: Path) -> None:
     assert len(rows(tmp_path / "tiny" / "val.jsonl")) == 3
     for row in rows(tmp_path / "tiny" / "train.jsonl"):
         start, end = row["timestamp"]
-        assert end - start <= max(1.0, 0.2 * row["duration"]) + 1e-9  # 1 s (fps frames) is the shortest window
+        assert (
+            end - start <= max(1.0, 0.2 * row["duration"]) + 1e-9
+        )  # 1 s (fps frames) is the shortest window
     with pytest.raises(ValueError, match="max_window"):
         write(tmp_path / "bad", max_window=0.0)
 

@@ -90,6 +90,7 @@ def test_qwen3_tiny_trains_through_the_same_command(tmp_path: Path) -> None:
             "model=qwen3_vl_tiny",
             "trainer.max_epochs=1",
             "trainer.check_val_every_n_epoch=1",
+            "trainer.val_check_interval=1.0",  # the tiny preset validates every N steps
         ],
         tmp_path,
         "qwen3",

@@ -194,6 +194,7 @@ def test_local_launcher_runs_a_two_job_sweep_each_in_its_own_folder(tmp_path: Pa
         "trainer.limit_train_batches=2",
         "trainer.limit_val_batches=1",
         "trainer.check_val_every_n_epoch=1",
+        "trainer.val_check_interval=1.0",  # the tiny preset validates every N steps
         "task.module.generation.max_new_tokens=8",
         f"paths.log_dir={tmp_path}/logs",
         f"paths.data_dir={tmp_path}/data",
