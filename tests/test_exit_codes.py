@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from pytorch_lightning.demos.boring_classes import BoringModel
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from tests.helpers import OFFLINE, ROOT, run_script
+from tests.helpers import OFFLINE, ROOT, SLURM_ONE_TASK, run_script
 from vlmlab import exits
 from vlmlab.data.errors import DataError
 
@@ -241,16 +241,7 @@ def test_a_sigterm_in_the_last_validation_batch_is_not_forgotten_by_the_next_cal
 @pytest.fixture
 def slurm_job(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """A one-task SLURM job's environment, with an `scontrol` on PATH that records its arguments."""
-    for name, value in {
-        "SLURM_NTASKS": "1",
-        "SLURM_NTASKS_PER_NODE": "1",
-        "SLURM_PROCID": "0",
-        "SLURM_LOCALID": "0",
-        "SLURM_NODEID": "0",
-        "SLURM_JOB_ID": "4242",
-        "SLURM_JOB_NAME": "train",
-        "SLURM_NODELIST": "localhost",
-    }.items():
+    for name, value in SLURM_ONE_TASK.items():
         monkeypatch.setenv(name, value)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

@@ -21,7 +21,7 @@ from submitit.core.utils import DelayedSubmission, JobPaths, pickle_load
 from submitit.slurm.slurm import SlurmExecutor, SlurmJobEnvironment
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.helpers import CONF, compose_config, run_script
+from tests.helpers import CONF, SLURM_ONE_TASK, compose_config, run_script
 
 SLURM = [
     "experiment=brats_grpo",
@@ -125,17 +125,7 @@ def test_slurm_launcher_turns_on_lightnings_requeue_on_the_sbatch_signal(tmp_pat
 @pytest.fixture
 def slurm_task(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """The environment of a one-task srun step, with submitit's handlers installed as its job process does."""
-    for name, value in {
-        "SLURM_NTASKS": "1",
-        "SLURM_NTASKS_PER_NODE": "1",
-        "SLURM_PROCID": "0",
-        "SLURM_LOCALID": "0",
-        "SLURM_NODEID": "0",
-        "SLURM_JOB_ID": "4242",
-        "SLURM_JOB_NAME": "train",
-        "SLURM_NODELIST": "localhost",
-        "SUBMITIT_EXECUTOR": "slurm",
-    }.items():
+    for name, value in {**SLURM_ONE_TASK, "SUBMITIT_EXECUTOR": "slurm"}.items():
         monkeypatch.setenv(name, value)
     handled = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGCONT)
     saved = {s: signal.getsignal(s) for s in handled}

@@ -109,15 +109,3 @@ def test_missing_weights_say_that_nothing_is_downloaded(tmp_path: Path) -> None:
         BackboneSpec(family="qwen2_5_vl")
     with pytest.raises(ValueError, match=r"model\.dtype"):
         BackboneSpec(family="qwen2_5_vl", tiny=True, dtype="fp8")
-
-
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
-def test_tiny_text_changes_the_language_model_sizes_only(family: str) -> None:
-    from vlmlab.models.tiny import tiny_config
-
-    deeper = BackboneSpec(family=family, tiny=True, dtype="float32", tiny_text={"num_hidden_layers": 4})
-    model = deeper.load_base_model()
-    assert model.config.text_config.num_hidden_layers == 4
-    assert model.config.text_config.vocab_size == tiny_config(family).text_config.vocab_size
-    with pytest.raises(ValueError, match="vocab_size"):
-        tiny_config(family, {"vocab_size": 1000})

@@ -7,7 +7,6 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from peft import PeftModel
@@ -36,8 +35,7 @@ class BackboneSpec:
     family: ``qwen2_5_vl`` or ``qwen3_vl``.
     name_or_path: local folder or hub id (looked up in the local cache only). Ignored when ``tiny``.
     tiny: build a tiny random-initialised model of ``family`` (real vocabulary, toy widths), seeded
-        by ``init_seed`` so the same spec always gives the same weights. tiny_text: sizes of its language
-        model to change (e.g. ``{num_hidden_layers: 4}``; :func:`vlmlab.models.tiny.tiny_config`).
+        by ``init_seed`` so the same spec always gives the same weights.
     lora: LoRA settings, or None for full fine-tuning.
     freeze_vision: freeze the vision tower and its merger (full fine-tuning; LoRA freezes them anyway).
     min_pixels / max_pixels: bounds of Qwen's smart resize for every image and video frame.
@@ -63,7 +61,6 @@ class BackboneSpec:
     temporal_tokens: bool = False
     temporal_token_init: InitStrategy = "sinusoidal"
     init_from: str | None = None
-    tiny_text: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -108,7 +105,7 @@ class BackboneSpec:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.init_seed)
                 model = AutoModelForImageTextToText.from_config(
-                    tiny_config(self.family, self.tiny_text),
+                    tiny_config(self.family),
                     dtype=self.torch_dtype,
                     attn_implementation=self.attn_implementation,
                 )

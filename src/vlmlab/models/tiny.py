@@ -5,9 +5,6 @@ About 19.6 M parameters (mostly the 151,936 x 64 embeddings); forward+backward ~
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from transformers import PretrainedConfig, Qwen2_5_VLConfig, Qwen3VLConfig
 
 from vlmlab.models.processor import MERGE_SIZE, PATCH_SIZE, TEMPORAL_PATCH_SIZE, Family
@@ -20,9 +17,7 @@ EOS_TOKEN_ID = 151645  # <|im_end|>
 PAD_TOKEN_ID = 151643  # <|endoftext|>
 
 
-def tiny_config(family: Family, text_overrides: Mapping[str, Any] | None = None) -> PretrainedConfig:
-    """The tiny config of ``family``; ``text_overrides`` replace sizes of its language model (e.g.
-    ``{"num_hidden_layers": 4}``), never the vocabulary or the special tokens."""
+def tiny_config(family: Family) -> PretrainedConfig:
     text = dict(
         vocab_size=VOCAB_SIZE,
         hidden_size=64,
@@ -35,12 +30,6 @@ def tiny_config(family: Family, text_overrides: Mapping[str, Any] | None = None)
         eos_token_id=EOS_TOKEN_ID,
         pad_token_id=PAD_TOKEN_ID,
     )
-    fixed = {"vocab_size", "eos_token_id", "pad_token_id"} & set(text_overrides or {})
-    if fixed:
-        raise ValueError(
-            f"model.tiny_text cannot change {sorted(fixed)}: the tiny model keeps the real Qwen vocabulary"
-        )
-    text.update(text_overrides or {})
     vision = dict(
         depth=2,
         hidden_size=32,
