@@ -25,6 +25,7 @@ LeRobot dataset lerobot cannot load) has no row to drop: ``skip`` stops with the
 from __future__ import annotations
 
 import codecs
+import functools
 import gzip
 import io
 import json
@@ -41,10 +42,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from tests.test_decode_errors import IdsCollator, save_nifti
+from tests.test_decode_errors import IdsCollator, brats_builder, save_nifti
 from vlmlab.data.base import VisionLanguageDataModule
 from vlmlab.data.errors import DataError, skip_notes
-from vlmlab.data.volume import VolumeFrames, VolumeWindow
+from vlmlab.data.volume import VolumeFrames
 from vlmlab.tools.validate import main as validate_main
 
 BATCH = 2
@@ -579,23 +580,9 @@ MCQA_CASES: dict[str, Callable[[Path], Case]] = {
 
 
 def brats_case(root: Path, damage: Callable[[Path], list[tuple[str, str]]], **case: Any) -> Case:
-    from vlmlab.data.brats import BratsDataModule, BratsSource
-
     folder = sorted(p for p in (root / "train").iterdir() if p.is_dir())[1]  # case (row) 1
     expected = damage(folder)
-    frames = VolumeFrames(num_frames=4, size=(24, 24), window=VolumeWindow("percentile", 0.5, 99.5))
-
-    def build(**kwargs: Any) -> VisionLanguageDataModule:
-        datamodule = BratsDataModule(
-            train_sources=[BratsSource("brats", "train")],
-            frames=frames,
-            root=str(root),
-            collator=IdsCollator(),
-            batch_size=BATCH,
-            **kwargs,
-        )
-        datamodule.setup("fit")
-        return datamodule
+    build = functools.partial(brats_builder(root), batch_size=BATCH)
 
     return Case("brats", root / "train", build, 5, expected, dropped=1 if expected else 0, **case)
 

@@ -162,15 +162,10 @@ def save_nifti(data: np.ndarray, path: Path) -> None:
     nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
 
 
-def brats_case(tmp_path: Path, corruption: str = "truncated") -> Case:
+def brats_builder(root: Path) -> Callable[..., VisionLanguageDataModule]:
+    """``build(**settings)``: a set-up BratsDataModule over ``root/train``'s cases, 4 frames of 24x24."""
     from vlmlab.data.brats import BratsDataModule, BratsSource
-    from vlmlab.data.synthetic.brats import write
 
-    root = tmp_path / "brats"
-    write(root, num_train=4, num_val=0, num_test=0, shape=(24, 24, 24))
-    folder = sorted(p for p in (root / "train").iterdir() if p.is_dir())[1]  # case (row) 1
-    file = {"truncated": "t1c", "no_tumour": "seg", "nan": "t2w"}[corruption]
-    target = folder / f"{folder.name}-{file}.nii.gz"
     frames = VolumeFrames(num_frames=4, size=(24, 24), window=VolumeWindow("percentile", 0.5, 99.5))
 
     def build(**kwargs: Any) -> VisionLanguageDataModule:
@@ -183,6 +178,19 @@ def brats_case(tmp_path: Path, corruption: str = "truncated") -> Case:
         )
         datamodule.setup("fit")
         return datamodule
+
+    return build
+
+
+def brats_case(tmp_path: Path, corruption: str = "truncated") -> Case:
+    from vlmlab.data.synthetic.brats import write
+
+    root = tmp_path / "brats"
+    write(root, num_train=4, num_val=0, num_test=0, shape=(24, 24, 24))
+    folder = sorted(p for p in (root / "train").iterdir() if p.is_dir())[1]  # case (row) 1
+    file = {"truncated": "t1c", "no_tumour": "seg", "nan": "t2w"}[corruption]
+    target = folder / f"{folder.name}-{file}.nii.gz"
+    build = brats_builder(root)
 
     def corrupt() -> None:
         if corruption == "truncated":
