@@ -28,6 +28,9 @@ _NOISE = 15.0
 _MSD_CHANNELS = ("t2f", "t1n", "t1c", "t2w")
 _MSD_NAMES = {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"}
 _MIN_SHAPE = 24
+# A centre offset of at most this fraction of the room along every axis keeps the tumour inside the
+# ellipsoidal brain even at a corner of the offset box.
+_CORNER_SAFE_SPREAD = 1 / np.sqrt(3)
 
 
 def _ellipsoid(shape: tuple[int, int, int], centre: np.ndarray, radii: np.ndarray) -> np.ndarray:
@@ -37,24 +40,29 @@ def _ellipsoid(shape: tuple[int, int, int], centre: np.ndarray, radii: np.ndarra
 
 
 def draw_case(
-    rng: np.random.Generator, shape: tuple[int, int, int]
+    rng: np.random.Generator, shape: tuple[int, int, int], spread: float = _CORNER_SAFE_SPREAD
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """One case: ({modality: int16 (X, Y, Z)}, seg uint8 (X, Y, Z), brain bool (X, Y, Z)).
 
     Brain: an ellipsoid with radii 0.42 of the volume, zero outside (skull-stripped MRI). Tumour: an
     ellipsoid with radii 10-20% of the volume (at least 2 voxels) lying wholly inside the brain; its
     inner half (radius ratio 0.5) is label 3 (enhancing), the rest label 2 (oedema), as in BraTS.
+    spread: how far the tumour's centre may move from the brain's, as a fraction of the room it has
+    along each axis; placements that leave the brain are drawn again. The default (1/sqrt(3)) never
+    needs a second draw; 1.0 lets tumours reach the brain's edges, so a constant box scores lower.
     """
+    if not 0.0 <= spread <= 1.0:
+        raise ValueError(f"spread must be in [0, 1], got {spread}")
     dims = np.array(shape, dtype=np.float64)
     centre = (dims - 1) / 2
     brain = _ellipsoid(shape, centre, 0.42 * dims)
-    for _ in range(200):
+    for _ in range(1000):
         radii = np.maximum(2.0, rng.uniform(0.10, 0.20, size=3) * dims)
-        tumour_centre = centre + rng.uniform(-1, 1, size=3) * (0.42 * dims - radii - 1) / np.sqrt(3)
+        tumour_centre = centre + rng.uniform(-1, 1, size=3) * spread * (0.42 * dims - radii - 1)
         tumour = _ellipsoid(shape, tumour_centre, radii)
         if tumour.any() and not (tumour & ~brain).any():
             break
-    else:  # pragma: no cover - the centre range keeps the tumour inside the brain
+    else:  # pragma: no cover - about one draw in three fits at spread 1
         raise RuntimeError("could not place a tumour inside the brain")
     core = _ellipsoid(shape, tumour_centre, 0.5 * radii) & tumour
     seg = np.zeros(shape, dtype=np.uint8)
@@ -81,6 +89,7 @@ def write(
     num_test: int = 6,
     shape: tuple[int, int, int] = (48, 56, 40),
     seed: int = 0,
+    spread: float = _CORNER_SAFE_SPREAD,
 ) -> dict[str, Path]:
     """Write synthetic BraTS-layout case folders (and one MSD Task01 case); return the split folders.
 
@@ -88,7 +97,7 @@ def write(
     (int16 images, uint8 labels 0/2/3, ``shape`` = NIfTI (X, Y, Z), affine identity), and in the val split
     ``val/MSD_Task01_BrainTumour/{imagesTr,labelsTr}/BRATS_001.nii.gz`` (4-D float32 FLAIR, T1w, t1gd,
     T2w; labels 1 oedema / 3 enhancing) with its ``dataset.json``: one more case than ``num_val``.
-    See :func:`draw_case` for the volumes. Deterministic for a seed.
+    See :func:`draw_case` for the volumes and ``spread``. Deterministic for a seed.
     """
     shape = tuple(int(s) for s in shape)  # type: ignore[assignment]
     if len(shape) != 3 or min(shape) < _MIN_SHAPE:
@@ -106,7 +115,7 @@ def write(
             case_id = f"BraTS-GLI-{index:05d}-000"
             folder = paths[split] / case_id
             folder.mkdir(exist_ok=True)
-            volumes, seg, _ = draw_case(rng, shape)
+            volumes, seg, _ = draw_case(rng, shape, spread)
             for name, volume in volumes.items():
                 _save(volume, folder / f"{case_id}-{name}.nii.gz")
             _save(seg, folder / f"{case_id}-seg.nii.gz")
@@ -114,7 +123,7 @@ def write(
     msd = paths["val"] / MSD_DIR
     (msd / "imagesTr").mkdir(parents=True, exist_ok=True)
     (msd / "labelsTr").mkdir(parents=True, exist_ok=True)
-    volumes, seg, _ = draw_case(rng, shape)
+    volumes, seg, _ = draw_case(rng, shape, spread)
     image = np.stack([volumes[name] for name in _MSD_CHANNELS], axis=-1).astype(np.float32)
     _save(image, msd / "imagesTr" / "BRATS_001.nii.gz")
     _save(np.where(seg == 2, 1, seg).astype(np.uint8), msd / "labelsTr" / "BRATS_001.nii.gz")
