@@ -22,7 +22,8 @@ class BratsDataModule(VisionLanguageDataModule):
     train_sources / val_sources / test_sources: :class:`BratsSource` lists (paths relative to ``root``).
     frames / layout / grid / slice_axis / prompt: see :class:`BratsRender`; the frame size is fitted
     to the model's vision geometry at setup so that the processor keeps the frames as they are.
-    synth_cases: training cases written by ``write_synthetic`` (``preset=tiny``).
+    synth_cases: training cases written by ``write_synthetic`` (``preset=tiny``); synth_options: the
+        writer's other arguments (:func:`vlmlab.data.synthetic.brats.write`: ``num_val``, ``spread``, ...).
     Other arguments: :class:`~vlmlab.data.base.VisionLanguageDataModule`.
     """
 
@@ -37,6 +38,7 @@ class BratsDataModule(VisionLanguageDataModule):
         slice_axis: int = 2,
         prompt: str | None = None,
         synth_cases: int = 24,
+        synth_options: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -53,6 +55,7 @@ class BratsDataModule(VisionLanguageDataModule):
             prompt=prompt or PROMPT,
         )
         self.synth_cases = synth_cases
+        self.synth_options = dict(synth_options or {})
 
     def source_path(self, source: BratsSource) -> Path:
         path = Path(source.path)
@@ -87,4 +90,4 @@ class BratsDataModule(VisionLanguageDataModule):
     def write_synthetic(self, root: Path) -> None:
         from vlmlab.data.synthetic.brats import write
 
-        write(root, num_train=self.synth_cases)
+        write(root, num_train=self.synth_cases, **self.synth_options)
