@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,11 +17,14 @@ from hydra.core.utils import setup_globals
 from hydra.utils import instantiate
 from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import InterpolationResolutionError
 from submitit.core.utils import DelayedSubmission, JobPaths, pickle_load
+from submitit.local.local import LocalExecutor
 from submitit.slurm.slurm import SlurmExecutor, SlurmJobEnvironment
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.helpers import CONF, SLURM_ONE_TASK, compose_config, run_script
+from vlmlab.launchers import gpus_per_node
 
 SLURM = [
     "experiment=brats_grpo",
@@ -64,15 +67,17 @@ def hydra_app() -> Iterator[None]:
     GlobalHydra.instance().clear()
 
 
-def multirun_sbatch(overrides: list[str], tmp_path: Path, scripts: list[str]) -> str:
-    """What `train.py -m OVERRIDES` submits: Hydra's own multirun (sweeper + submitit launcher)."""
+def multirun_sbatch(overrides: list[str], tmp_path: Path | None, scripts: list[str]) -> str:
+    """What `train.py -m OVERRIDES` submits: Hydra's own multirun (sweeper + submitit launcher), with
+    the logs under tmp_path (None: the default, logs/ in the folder it runs in)."""
     hydra = GlobalHydra.instance().hydra
     assert hydra is not None
+    log_dir = [] if tmp_path is None else [f"paths.log_dir={tmp_path}/logs"]
     with pytest.raises(_Submitted):
         hydra.multirun(
             config_name="train",
             task_function=lambda cfg: None,
-            overrides=[*overrides, f"paths.log_dir={tmp_path}/logs"],
+            overrides=[*overrides, *log_dir],
             with_log_configuration=False,
         )
     (script,) = scripts
@@ -112,6 +117,114 @@ def test_devices_swept_inside_one_launcher_get_the_master_configs_resources(
     flags = sbatch_lines(script)
     assert flags["array"] == "0-1%2"
     assert flags["ntasks-per-node"] == "1" and flags["gpus-per-node"] == "1"  # job #1 wanted 4
+
+
+@pytest.fixture
+def local_submissions(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
+    """Run the real local launcher up to starting its jobs: the executor's parameters land in the list."""
+    submitted: list[dict[str, object]] = []
+
+    def submit(executor: LocalExecutor, command: str) -> None:
+        submitted.append(dict(executor.parameters))
+        raise _Submitted
+
+    monkeypatch.setattr(LocalExecutor, "_submit_command", submit)
+    return submitted
+
+
+@pytest.mark.usefixtures("hydra_app")
+@pytest.mark.parametrize("launcher", ["basic", "local", "slurm"])
+def test_a_sweep_resolves_its_folders_and_launcher_with_the_default_paths(
+    launcher: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    sbatch_scripts: list[str],
+    local_submissions: list[dict[str, object]],
+) -> None:
+    """`-m` without paths.log_dir: logs/ under the folder it was started in (paths.root_dir's default,
+    ${hydra:runtime.cwd}), which resolves only through HydraConfig (vlmlab.compat.hydra)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)  # as in a fresh `train.py -m` process
+    sweep = tmp_path / "logs" / "aloha_reward" / "multiruns"
+    overrides = ["experiment=aloha_reward", "preset=tiny", "optim.lr=1e-3,2e-3"]
+    if launcher == "slurm":
+        script = multirun_sbatch([*overrides, "hydra/launcher=slurm"], None, sbatch_scripts)
+        assert sbatch_lines(script)["output"].startswith(f"{sweep}/")
+    elif launcher == "local":
+        with pytest.raises(_Submitted):
+            hydra_multirun([*overrides, "hydra/launcher=local"], lambda cfg: None)
+        assert len(local_submissions) == 1
+    else:
+        job_folders: list[str] = []
+        hydra_multirun(overrides, lambda cfg: job_folders.append(cfg.paths.output_dir))
+        assert [Path(f).relative_to(sweep).parts[1] for f in job_folders] == ["0", "1"]
+    (folder,) = sweep.iterdir()  # the sweep's folder, made by the launcher
+    assert folder.name.startswith("20")
+
+
+@pytest.mark.usefixtures("hydra_app")
+def test_hydra_still_needs_the_sweep_hydra_config_workaround(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hydra-core 1.3.8 builds a sweep's launcher before any HydraConfig is set (Hydra issue #3427). When
+    this fails, the installed Hydra sets it itself: remove vlmlab.compat.hydra and its callback."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)  # as in a fresh `train.py -m` process
+    with pytest.raises(InterpolationResolutionError, match="HydraConfig was not set"):
+        hydra_multirun(
+            ["experiment=aloha_reward", "preset=tiny", "~hydra.callbacks.sweep_hydra_config"],
+            lambda cfg: None,
+        )
+
+
+def hydra_multirun(overrides: list[str], task: Callable[[DictConfig], object]) -> object:
+    hydra = GlobalHydra.instance().hydra
+    assert hydra is not None
+    return hydra.multirun(
+        config_name="train", task_function=task, overrides=overrides, with_log_configuration=False
+    )
+
+
+@pytest.mark.usefixtures("hydra_app")
+@pytest.mark.parametrize(
+    ("overrides", "gpus"),
+    [
+        (["experiment=aloha_reward", "preset=tiny"], None),  # the tiny preset: trainer.accelerator=cpu
+        (["experiment=brats_grpo", "trainer.accelerator=cpu", "trainer.devices=2"], None),
+        (["experiment=brats_grpo", "trainer.devices=4"], "4"),  # accelerator auto: a GPU job
+        (["experiment=brats_grpo", "trainer.accelerator=cuda", "trainer.devices=2"], "2"),
+    ],
+)
+def test_slurm_requests_gpus_only_for_a_gpu_trainer(
+    overrides: list[str], gpus: str | None, tmp_path: Path, sbatch_scripts: list[str]
+) -> None:
+    """sbatch refuses a GPU request on a node without GPUs ("Invalid generic resource (gres)
+    specification"): a CPU job asks for none; the tasks still follow trainer.devices."""
+    flags = sbatch_lines(multirun_sbatch([*overrides, "hydra/launcher=slurm"], tmp_path, sbatch_scripts))
+    assert flags.get("gpus-per-node") == gpus
+    assert "gres" not in flags
+    devices = [o.split("=", 1)[1] for o in overrides if o.startswith("trainer.devices=")]
+    assert flags["ntasks-per-node"] == (gpus or (devices[0] if devices else "1"))
+
+
+@pytest.mark.usefixtures("hydra_app")
+def test_local_launcher_gives_a_cpu_job_no_gpus(
+    tmp_path: Path, local_submissions: list[dict[str, object]]
+) -> None:
+    with pytest.raises(_Submitted):
+        hydra_multirun(
+            ["experiment=aloha_reward", "preset=tiny", "hydra/launcher=local", f"paths.log_dir={tmp_path}"],
+            lambda cfg: None,
+        )
+    (params,) = local_submissions
+    assert params["gpus_per_node"] == 0  # submitit's CUDA_VISIBLE_DEVICES is then empty
+
+
+def test_gpus_per_node_needs_a_device_count_for_a_gpu_trainer() -> None:
+    assert gpus_per_node("cpu", "auto") is None and gpus_per_node("CPU", 4, 0) == 0
+    assert gpus_per_node("cuda", "0,1") == 2
+    with pytest.raises(ValueError, match=r"trainer.devices='auto'.*set trainer.devices=N"):
+        gpus_per_node("auto", "auto")
 
 
 def test_slurm_launcher_turns_on_lightnings_requeue_on_the_sbatch_signal(tmp_path: Path) -> None:
