@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vlmlab.data.base import write_atomically
+from vlmlab.data.synthetic.folder import write_atomically
 
 
 def write_rows(folder: Path) -> None:

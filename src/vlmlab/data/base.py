@@ -11,8 +11,6 @@ exact resume.
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Generic, Literal
@@ -41,6 +39,7 @@ from vlmlab.data.errors import (
 )
 from vlmlab.data.sample import Sample
 from vlmlab.data.sampler import DurationBatching, DurationBucketSampler, ResumableSampler
+from vlmlab.data.synthetic.folder import SyntheticRecipe, use_synthetic
 from vlmlab.models.facts import VisionGeometry
 
 log = logging.getLogger(__name__)
@@ -132,12 +131,14 @@ def dataset_costs(dataset: Dataset) -> list[float]:
 
 class VisionLanguageDataModule(pl.LightningDataModule):
     """Shared plumbing of every source. A source implements :meth:`read_split`, :meth:`to_sample`,
-    :meth:`has_data` and :meth:`write_synthetic` (and :meth:`sample_cost` for duration batching).
+    :meth:`has_data` and :meth:`synthetic_recipe` (and :meth:`sample_cost` for duration batching).
 
     root: the dataset folder.
     collator: the task's collator (SFT, GRPO or classification) on the model's processor.
     vision: the model's vision geometry (frame sizes the processor keeps, vision tokens of a sample).
-    synthesize: write a synthetic dataset into ``root`` when it has no data (``preset=tiny``).
+    synthesize: write a synthetic dataset into ``root`` when it has no data (``preset=tiny``), stamped
+        with its recipe; a folder stamped with another recipe stops the run at start
+        (:func:`~vlmlab.data.synthetic.folder.use_synthetic`).
     on_bad_sample: ``raise`` stops at the first bad row (at start) or sample (at decode time) naming
         file, row and field; ``skip`` drops bad rows at start, replaces samples that fail to decode
         (:class:`SampleDataset`), and counts both.
@@ -197,6 +198,7 @@ class VisionLanguageDataModule(pl.LightningDataModule):
         self.seed = int(seed) % 2**62  # seed + epoch must stay a valid generator seed
         self.datasets: dict[Split, Dataset] = {}
         self._resume_position: dict[str, Any] | None = None  # from load_state_dict, used once
+        self._synthetic_checked = False  # every trainer call runs prepare_data: check (and warn) once
 
     # ------------------------------------------------------------------ what a source implements
 
@@ -217,7 +219,8 @@ class VisionLanguageDataModule(pl.LightningDataModule):
         """Whether ``root`` already holds the dataset (else ``synthesize`` writes one)."""
         return self.root.exists()
 
-    def write_synthetic(self, root: Path) -> None:
+    def synthetic_recipe(self) -> SyntheticRecipe:
+        """The synthetic dataset ``synthesize`` writes into ``root``: a writer and its arguments."""
         raise NotImplementedError(f"{type(self).__name__} has no synthetic generator")
 
     def split_hint(self, split: Split) -> str:
@@ -256,9 +259,9 @@ class VisionLanguageDataModule(pl.LightningDataModule):
         return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
     def prepare_data(self) -> None:
-        if self.synthesize and not self.has_data():
-            log.info("writing a synthetic dataset to %s", self.root)
-            write_atomically(self.root, self.write_synthetic)
+        if self.synthesize and not self._synthetic_checked:
+            use_synthetic(self.root, self.synthetic_recipe(), self.has_data())
+            self._synthetic_checked = True
 
     def setup(self, stage: str | None = None) -> None:
         for split in STAGE_SPLITS.get(stage or "fit", SPLITS):
@@ -470,28 +473,3 @@ class SplitFilesDataModule(VisionLanguageDataModule):
     def has_data(self) -> bool:
         train = self.split_path("train")
         return train is None or train.exists()
-
-
-def write_atomically(root: Path, write: Callable[[Path], None]) -> None:
-    """Write a folder with ``write(folder)`` so that no reader ever sees it half written.
-
-    Jobs of a sweep may start at once and each write the same synthetic dataset on first use: each
-    writes into its own temporary sibling and renames it into place; the first rename wins and the
-    others discard their copy (the writers are deterministic, so the copies are equal).
-    """
-    root = Path(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
-        write(scratch)
-        if root.exists() and not any(root.iterdir()):
-            root.rmdir()  # an empty folder (e.g. made by hand) holds no data: take its place
-        try:
-            scratch.rename(root)
-        except OSError:
-            if not root.exists():
-                raise
-            log.info("%s exists already (written by another job meanwhile?): keeping it", root)
-    finally:
-        if scratch.exists():
-            shutil.rmtree(scratch)

@@ -6,7 +6,9 @@ Usage::
 
 Each format is a ``write(out_dir, **options) -> dict[str, Path]`` function of
 :mod:`vlmlab.data.synthetic`; its keyword arguments become ``--options``
-(``num_train`` -> ``--num-train``).
+(``num_train`` -> ``--num-train``). The folder gets the stamp ``synthetic.json`` (the writer and its
+arguments, :mod:`vlmlab.data.synthetic.folder`), so that ``data.root=OUT_DIR`` with ``data.synthesize``
+on checks it against the run's ``data.synth_*``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vlmlab.data.synthetic import brats, ct_report, lerobot, mcqa, vtg
+from vlmlab.data.synthetic.folder import SyntheticRecipe
 
 WRITERS: dict[str, Callable[..., dict[str, Path]]] = {
     "ct_report": ct_report.write,
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     write = writer(args.pop("format"))
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items() if k != "out_dir"}
-    for split, path in write(args["out_dir"], **options).items():
+    for split, path in SyntheticRecipe(write, options).write(args["out_dir"]).items():
         print(f"{split}: {path}")
     return 0
 

@@ -11,6 +11,7 @@ from vlmlab.data.brats.render import DEFAULT_FRAMES, BratsRender, fit_render
 from vlmlab.data.brats.sources import BratsCase, BratsSource, read_source
 from vlmlab.data.errors import Checked
 from vlmlab.data.sample import Sample
+from vlmlab.data.synthetic.folder import SyntheticRecipe
 from vlmlab.data.volume import VolumeFrames
 from vlmlab.tasks.brats_detection import PROMPT
 from vlmlab.tasks.coords import Layout
@@ -22,8 +23,8 @@ class BratsDataModule(VisionLanguageDataModule):
     train_sources / val_sources / test_sources: :class:`BratsSource` lists (paths relative to ``root``).
     frames / layout / grid / slice_axis / prompt: see :class:`BratsRender`; the frame size is fitted
     to the model's vision geometry at setup so that the processor keeps the frames as they are.
-    synth_cases: training cases written by ``write_synthetic`` (``preset=tiny``); synth_options: the
-        writer's other arguments (:func:`vlmlab.data.synthetic.brats.write`: ``num_val``, ``spread``, ...).
+    synth_cases: training cases of the synthetic set (``preset=tiny``); synth_options: the writer's other
+        arguments (:func:`vlmlab.data.synthetic.brats.write`: ``num_val``, ``spread``, ...).
     Other arguments: :class:`~vlmlab.data.base.VisionLanguageDataModule`.
     """
 
@@ -87,7 +88,11 @@ class BratsDataModule(VisionLanguageDataModule):
     def has_data(self) -> bool:
         return all(self.source_path(s).exists() for split in self.sources.values() for s in split)
 
-    def write_synthetic(self, root: Path) -> None:
+    def synthetic_recipe(self) -> SyntheticRecipe:
         from vlmlab.data.synthetic.brats import write
 
-        write(root, num_train=self.synth_cases, **self.synth_options)
+        return SyntheticRecipe(
+            write,
+            {"num_train": self.synth_cases, **self.synth_options},
+            keys={"num_train": "data.synth_cases"},
+        )

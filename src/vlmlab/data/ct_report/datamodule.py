@@ -10,6 +10,7 @@ from vlmlab.data.base import Split, SplitFilesDataModule
 from vlmlab.data.ct_report.rows import ReportRow, check_file, to_sample
 from vlmlab.data.errors import Checked
 from vlmlab.data.sample import Sample
+from vlmlab.data.synthetic.folder import SyntheticRecipe
 from vlmlab.data.volume import VolumeFrames, load_volume
 
 
@@ -53,7 +54,11 @@ class CTReportDataModule(SplitFilesDataModule):
             tokens += vision.video_tokens(frames, h, w)
         return float(tokens)
 
-    def write_synthetic(self, root: Path) -> None:
+    def synthetic_recipe(self) -> SyntheticRecipe:
         from vlmlab.data.synthetic.ct_report import write
 
-        write(root, num_train=self.synth_cases, **self.synth_options)
+        return SyntheticRecipe(
+            write,
+            {"num_train": self.synth_cases, **self.synth_options},
+            keys={"num_train": "data.synth_cases"},
+        )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from torch.utils.data import DataLoader
@@ -15,6 +14,7 @@ from vlmlab.data.lerobot.frames import LeRobotFrames
 from vlmlab.data.lerobot.local import DEFAULT_CAMERAS, DEFAULT_REPO_ID, read_info, resolve_num_classes
 from vlmlab.data.lerobot.splits import EpisodeSpec, episode_spec, split_episodes
 from vlmlab.data.sample import Sample
+from vlmlab.data.synthetic.folder import SyntheticRecipe
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +83,14 @@ class LeRobotRewardDataModule(VisionLanguageDataModule):
     def has_data(self) -> bool:
         return (self.root / "meta" / "info.json").is_file()
 
-    def write_synthetic(self, root: Path) -> None:
+    def synthetic_recipe(self) -> SyntheticRecipe:
         from vlmlab.data.synthetic.lerobot import write
 
-        write(root, num_episodes=self.synth_episodes, video=self.synth_video)
+        return SyntheticRecipe(
+            write,
+            {"num_episodes": self.synth_episodes, "video": self.synth_video},
+            keys={"num_episodes": "data.synth_episodes", "video": "data.synth_video"},
+        )
 
     def split_hint(self, split: Split) -> str:
         return f"set data.{split}_episodes (a fraction or a list of episodes)"

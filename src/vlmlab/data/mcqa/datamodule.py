@@ -11,6 +11,7 @@ from vlmlab.data.errors import Checked
 from vlmlab.data.mcqa.rows import MCQARow, check_file, to_sample
 from vlmlab.data.mcqa.table import base_dir_of, find_sources
 from vlmlab.data.sample import Sample
+from vlmlab.data.synthetic.folder import SyntheticRecipe
 
 __all__ = ["MCQADataModule"]
 
@@ -59,7 +60,9 @@ class MCQADataModule(SplitFilesDataModule):
         so each costs at most the same number of vision tokens."""
         return float(min(item.num_images, self.max_images or item.num_images))
 
-    def write_synthetic(self, root: Path) -> None:
+    def synthetic_recipe(self) -> SyntheticRecipe:
         from vlmlab.data.synthetic.mcqa import write
 
-        write(root, num_train=self.synth_rows, **self.synth_options)
+        return SyntheticRecipe(
+            write, {"num_train": self.synth_rows, **self.synth_options}, keys={"num_train": "data.synth_rows"}
+        )

@@ -10,6 +10,7 @@ from typing import Any
 from vlmlab.data.base import Split, SplitFilesDataModule
 from vlmlab.data.errors import Checked
 from vlmlab.data.sample import Sample
+from vlmlab.data.synthetic.folder import SyntheticRecipe
 from vlmlab.data.video import VideoFrames
 from vlmlab.data.vtg.rows import VTGRow, check_file
 from vlmlab.data.vtg.samples import to_sample
@@ -64,7 +65,11 @@ class VTGDataModule(SplitFilesDataModule):
             self.setup({"train": "fit", "val": "validate", "test": "test"}[split])
         return self.sample_costs(split)
 
-    def write_synthetic(self, root: Path) -> None:
+    def synthetic_recipe(self) -> SyntheticRecipe:
         from vlmlab.data.synthetic.vtg import write
 
-        write(root, num_train=self.synth_cases, **self.synth_options)
+        return SyntheticRecipe(
+            write,
+            {"num_train": self.synth_cases, **self.synth_options},
+            keys={"num_train": "data.synth_cases"},
+        )
