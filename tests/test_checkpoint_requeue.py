@@ -104,3 +104,8 @@ def test_last_ckpt_follows_every_validation_when_the_metric_gets_worse(tmp_path:
     checkpoints = tmp_path / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["last.ckpt", "step_000004.ckpt"]
     assert step_of(checkpoints / "last.ckpt") == 3 * EVERY
+
+
+def test_last_ckpt_holds_the_final_step_off_a_validation_step(tmp_path: Path) -> None:
+    fit(tmp_path, 2 * EVERY + 2)  # stops two steps after the last validation
+    assert step_of(tmp_path / "checkpoints" / "last.ckpt") == 2 * EVERY + 2

@@ -16,7 +16,10 @@ corrected here, in :class:`ModelCheckpoint` (``callbacks.model_checkpoint`` in
 * **last.ckpt only beside a top-k save.** Since Lightning 2.6 a validation writes ``last.ckpt`` only when
   it also saved a top-k checkpoint, so with ``save_top_k: 1`` and a monitor, ``last.ckpt`` stops at the
   best step whenever the metric gets worse. Here every save point that may write a top-k checkpoint
-  writes ``last.ckpt`` too (``save_last: true``), as before 2.6.
+  writes ``last.ckpt`` too (``save_last: true``), as before 2.6. And the end of training writes
+  ``last.ckpt`` when the final step has none yet (``max_steps`` off a validation step; a run resumed
+  from an hpc checkpoint, which Lightning saves from inside the signal handler, mid-step, can validate
+  one step early and then stop at ``max_steps`` without a save), so ``last.ckpt`` is the final weights.
 """
 
 from __future__ import annotations
@@ -42,3 +45,9 @@ class ModelCheckpoint(pl.callbacks.ModelCheckpoint):
             # Lightning's save points write last.ckpt after this only if a file was saved at this step
             # (`_last_global_step_saved == global_step`); count the step as saved, top-k file or not.
             self._last_global_step_saved = trainer.global_step
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        # Lightning writes last.ckpt here only when the run saved nothing at all.
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
