@@ -18,7 +18,7 @@ from vlmlab.run import train
 from vlmlab.tools.results import read_scalars, summarise
 
 
-@pytest.mark.parametrize("experiment", ["mcqa_grpo", "vtg_grpo"])
+@pytest.mark.parametrize("experiment", ["brats_grpo", "mcqa_grpo", "vtg_grpo"])
 def test_tiny_grpo_refuses_a_random_start_naming_the_sft_command(experiment: str, tmp_path: Path) -> None:
     cfg = compose_config("train", [f"experiment={experiment}", "preset=tiny"], tmp_path)
     sft = experiment.replace("_grpo", "_sft")
