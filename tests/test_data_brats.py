@@ -554,3 +554,31 @@ def test_sample_costs_are_the_vision_tokens_the_processor_makes(
         for i in range(len(train))
     ]
     assert dm.sample_costs("train") == counted
+
+
+def _tumour_centres(spread: float, cases: int = 40) -> np.ndarray:
+    """[cases, 3] centres (voxel index means) of synthetic tumours drawn at ``spread``."""
+    from vlmlab.data.synthetic.brats import draw_case
+
+    rng = np.random.default_rng(0)
+    centres = []
+    for _ in range(cases):
+        _, seg, brain = draw_case(rng, (48, 56, 40), spread)
+        assert not (seg.astype(bool) & ~brain).any()  # the tumour stays inside the brain
+        centres.append(np.argwhere(seg).mean(axis=0))
+    return np.array(centres)
+
+
+def test_spread_one_moves_tumours_further_from_the_brain_centre_than_the_default() -> None:
+    default, wide = _tumour_centres(1 / np.sqrt(3)), _tumour_centres(1.0)
+    middle = (np.array([48, 56, 40]) - 1) / 2
+    # The default keeps every centre within 1/sqrt(3) of the room; spread 1 reaches further out.
+    assert np.abs(wide - middle).max() > 1.3 * np.abs(default - middle).max()
+
+
+@pytest.mark.parametrize("spread", [-0.1, 1.5])
+def test_spread_outside_zero_to_one_is_refused(spread: float) -> None:
+    from vlmlab.data.synthetic.brats import draw_case
+
+    with pytest.raises(ValueError, match="spread must be in"):
+        draw_case(np.random.default_rng(0), (48, 56, 40), spread)
